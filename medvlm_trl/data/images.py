@@ -1,0 +1,150 @@
+"""Images in, RGB PIL images at Qwen2-VL's pixel bounds out: one resize, shared by policy, reference model and vLLM.
+
+Qwen2-VL cuts an image into 14x14 patches and merges 2x2 of them into one image token, so both sides of the image
+must be multiples of 28 and the pixel count must lie within `[min_pixels, max_pixels]`. The processor applies that
+rule ("smart resize") itself; we apply it once, before generation, so that every consumer receives an image that is
+already at its final size and the processor's own resize becomes the identity. The study's bound is
+`max_pixels = 401408` (= 512 image tokens of 28x28).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+PATCH_FACTOR = 28  # patch_size 14 x spatial merge 2
+DEFAULT_MIN_PIXELS = 3136  # Qwen2-VL's own default (4 image tokens)
+DEFAULT_MAX_PIXELS = 401408  # the RL-MedVQA study's bound (512 image tokens)
+DICOM_SUFFIXES = {".dcm", ".dicom"}
+
+
+class ImageLoadError(ValueError):
+    """An image that cannot be read; the message names the row it belongs to."""
+
+
+def _where(row_id: str | None) -> str:
+    return f"row {row_id!r}: " if row_id is not None else ""
+
+
+def _is_dicom_bytes(data: bytes) -> bool:
+    return len(data) >= 132 and data[128:132] == b"DICM"
+
+
+def dicom_to_image(source: str | os.PathLike | bytes) -> Image.Image:
+    """Read one DICOM slice into an 8-bit RGB image: modality LUT, VOI window, MONOCHROME1 inverted, first frame."""
+    import pydicom
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    ds = pydicom.dcmread(io.BytesIO(source) if isinstance(source, bytes) else source, force=True)
+    arr = ds.pixel_array
+    if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1:
+        arr = arr[0]
+    photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2"))
+    if photometric.startswith("MONOCHROME"):
+        arr = apply_modality_lut(arr, ds)
+        if "WindowCenter" in ds:
+            arr = apply_voi_lut(arr, ds)
+        arr = arr.astype(np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
+        if photometric == "MONOCHROME1":
+            arr = 255.0 - arr
+        return Image.fromarray(arr.round().astype(np.uint8), mode="L").convert("RGB")
+    if photometric.startswith("YBR"):
+        from pydicom.pixels import convert_color_space
+
+        arr = convert_color_space(arr, photometric, "RGB")
+    if arr.dtype != np.uint8:
+        arr = (arr.astype(np.float64) / max(float(arr.max()), 1.0) * 255.0).round().astype(np.uint8)
+    return Image.fromarray(arr).convert("RGB")
+
+
+def load_image(value: Any, row_id: str | None = None, root: str | os.PathLike | None = None) -> Image.Image:
+    """Turn a PIL image, a file path (PNG, JPEG, DICOM, ...), raw bytes, a `datasets` image dict or an array into RGB.
+
+    A missing or unreadable image raises `ImageLoadError` naming `row_id`, never an error from deep inside PIL.
+
+    >>> load_image(Image.new("L", (4, 4))).mode
+    'RGB'
+    """
+    try:
+        if isinstance(value, Image.Image):
+            image = value
+        elif isinstance(value, dict) and ("bytes" in value or "path" in value):
+            data = value.get("bytes")
+            return load_image(data if data is not None else value.get("path"), row_id=row_id, root=root)
+        elif isinstance(value, (bytes, bytearray, memoryview)):
+            data = bytes(value)
+            image = dicom_to_image(data) if _is_dicom_bytes(data) else Image.open(io.BytesIO(data))
+        elif isinstance(value, (str, os.PathLike)):
+            path = Path(value)
+            if root is not None and not path.is_absolute():
+                path = Path(root) / path
+            if not path.is_file():
+                raise ImageLoadError(f"{_where(row_id)}image file not found: {path}")
+            if path.suffix.lower() in DICOM_SUFFIXES:
+                image = dicom_to_image(path)
+            else:
+                with open(path, "rb") as fh:
+                    head = fh.read(132)
+                image = dicom_to_image(path) if _is_dicom_bytes(head) else Image.open(path)
+        elif isinstance(value, np.ndarray):
+            image = Image.fromarray(value)
+        elif value is None:
+            raise ImageLoadError(f"{_where(row_id)}no image")
+        else:
+            raise ImageLoadError(f"{_where(row_id)}cannot read an image from {type(value).__name__}")
+        image.load()
+        return image.convert("RGB")
+    except ImageLoadError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, TypeError, AttributeError, KeyError) as err:
+        raise ImageLoadError(f"{_where(row_id)}unreadable image ({type(err).__name__}: {err})") from err
+    except Exception as err:  # pydicom raises its own types for corrupt files
+        raise ImageLoadError(f"{_where(row_id)}unreadable image ({type(err).__name__}: {err})") from err
+
+
+def smart_resize(
+    height: int, width: int, min_pixels: int = DEFAULT_MIN_PIXELS, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> tuple[int, int]:
+    """Qwen2-VL's resize rule: sides multiples of 28, aspect ratio kept, pixel count within the bounds.
+
+    Delegates to the rule transformers' Qwen2-VL image processor itself uses, so our size is the processor's size.
+    """
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize as _rule
+
+    if height < 1 or width < 1:
+        raise ValueError(f"image has no pixels ({width}x{height})")
+    # The processor rejects aspect ratios above 200; very small images are first scaled up to one patch.
+    if min(height, width) < PATCH_FACTOR:
+        scale = PATCH_FACTOR / min(height, width)
+        height, width = max(PATCH_FACTOR, round(height * scale)), max(PATCH_FACTOR, round(width * scale))
+    return _rule(height, width, factor=PATCH_FACTOR, min_pixels=min_pixels, max_pixels=max_pixels)
+
+
+def prepare_image(
+    value: Any,
+    min_pixels: int = DEFAULT_MIN_PIXELS,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    row_id: str | None = None,
+    root: str | os.PathLike | None = None,
+) -> Image.Image:
+    """Load `value` as RGB and resize it once to Qwen2-VL's grid within the pixel bounds (bicubic, as qwen-vl-utils)."""
+    image = load_image(value, row_id=row_id, root=root)
+    try:
+        height, width = smart_resize(image.height, image.width, min_pixels, max_pixels)
+    except ValueError as err:
+        raise ImageLoadError(f"{_where(row_id)}{err}") from err
+    if (width, height) != image.size:
+        image = image.resize((width, height), Image.Resampling.BICUBIC)
+    return image
+
+
+def num_image_tokens(image: Image.Image) -> int:
+    """Image tokens Qwen2-VL spends on an image already at its final size: one per 28x28 block."""
+    return (image.width // PATCH_FACTOR) * (image.height // PATCH_FACTOR)

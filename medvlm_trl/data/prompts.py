@@ -1,0 +1,68 @@
+"""The papers' prompts, word for word, and the one place a conversational prompt is built.
+
+Options are rendered as the MedVLM-R1 paper and its test manifest show them: the question, then one `A) text` line per
+option. A recipe chooses a template by name: `r1`, `simple` or `study`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+LETTERS = "ABCDEF"
+
+# MedVLM-R1, Fig. 1. (The authors' released code has the same sentences inside an indented triple-quoted string, so
+# its prompts carry extra leading spaces per line; we use the paper's wording without that indentation.)
+R1_TEMPLATE = (
+    "{Question}\n"
+    "Your task:\n"
+    "1. Think through the question step by step, enclose your reasoning process in <think>...</think> tags.\n"
+    "2. Then provide the correct single-letter choice (A, B, C, D,...) inside <answer>...</answer> tags.\n"
+    "3. No extra information or text outside of these tags."
+)
+# The baselines' simple prompt (MedVLM-R1 section 4, zero-shot and SFT rows).
+SIMPLE_TEMPLATE = "{Question} Your task: provide the correct single-letter choice (A, B, C, D, ...)"
+# The RL-MedVQA study's prompt.
+STUDY_TEMPLATE = (
+    "{Question} Output the thinking process in <think> </think> and final answer in <answer> </answer> tags."
+)
+
+TEMPLATES = {"r1": R1_TEMPLATE, "simple": SIMPLE_TEMPLATE, "study": STUDY_TEMPLATE}
+# Which completions a template asks for: reasoning templates are scored strictly inside <answer>.
+REASONING_TEMPLATES = {"r1", "study"}
+
+
+def format_options(options: Sequence[str]) -> str:
+    """`["CT", "MRI"]` -> `"A) CT\\nB) MRI"`."""
+    if not 2 <= len(options) <= len(LETTERS):
+        raise ValueError(f"expected 2 to {len(LETTERS)} options, got {len(options)}")
+    return "\n".join(f"{LETTERS[i]}) {text}" for i, text in enumerate(options))
+
+
+def question_with_options(question: str, options: Sequence[str]) -> str:
+    """The `problem` text of the HuatuoGPT-Vision rows: the question, a newline, then the option lines."""
+    return f"{question.strip()}\n{format_options(options)}"
+
+
+def get_template(name: str) -> str:
+    try:
+        return TEMPLATES[name]
+    except KeyError:
+        raise ValueError(f"unknown prompt template {name!r}; choose one of {sorted(TEMPLATES)}") from None
+
+
+def prompt_text(question: str, options: Sequence[str], template: str = "r1") -> str:
+    """The user turn's text for one row under a named template."""
+    return get_template(template).format(Question=question_with_options(question, options))
+
+
+def build_prompt(question: str, options: Sequence[str], template: str = "r1", num_images: int = 1) -> list[dict]:
+    """TRL's conversational prompt: one user turn with the image placeholder(s) first, then the text."""
+    content = [{"type": "image"} for _ in range(num_images)]
+    content.append({"type": "text", "text": prompt_text(question, options, template)})
+    return [{"role": "user", "content": content}]
+
+
+def add_prompt(row: dict, template: str = "r1") -> dict:
+    """Dataset `.map` helper: adds the contract's `prompt` column to an example row."""
+    num_images = len(row["images"]) if row.get("images") else 1
+    return {"prompt": build_prompt(row["question"], row["options"], template, num_images)}

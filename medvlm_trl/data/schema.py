@@ -1,0 +1,93 @@
+"""The contract's example row and the checks that keep bad rows out of training and scoring.
+
+A bad row (answer letter not among its options, fewer than 2 or more than 6 options, no question, a missing or
+unreadable image, a duplicate id) either raises `BadRowError` naming the row and the problem, or, with
+`skip_bad_rows=True`, is dropped and counted per reason in a `SkipReport`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+from medvlm_trl.data.prompts import LETTERS
+
+ROW_COLUMNS = ("image", "question", "options", "answer", "modality", "source", "id")
+MIN_OPTIONS, MAX_OPTIONS = 2, len(LETTERS)
+
+
+class BadRowError(ValueError):
+    """A row that breaks the contract; `row_id` and `reason` say which and why."""
+
+    def __init__(self, row_id: str | None, reason: str, detail: str = ""):
+        self.row_id, self.reason, self.detail = row_id, reason, detail
+        super().__init__(f"row {row_id!r}: {reason}" + (f" ({detail})" if detail else ""))
+
+
+def check_row(row: dict) -> None:
+    """Raise `BadRowError` if the row's text fields break the contract (images are checked where they are read)."""
+    row_id = row.get("id")
+    if row_id is None or str(row_id) == "":
+        raise BadRowError(row_id, "missing_id")
+    options = row.get("options")
+    if not isinstance(options, (list, tuple)) or not MIN_OPTIONS <= len(options) <= MAX_OPTIONS:
+        n = len(options) if isinstance(options, (list, tuple)) else type(options).__name__
+        raise BadRowError(row_id, "option_count", f"{n} options, need {MIN_OPTIONS} to {MAX_OPTIONS}")
+    if any(not isinstance(o, str) or not o.strip() for o in options):
+        raise BadRowError(row_id, "empty_option")
+    question = row.get("question")
+    if not isinstance(question, str) or not question.strip():
+        raise BadRowError(row_id, "empty_question")
+    answer = row.get("answer")
+    if not isinstance(answer, str) or answer not in LETTERS[: len(options)] or len(answer) != 1:
+        raise BadRowError(row_id, "answer_not_in_options", f"answer {answer!r}, letters {LETTERS[: len(options)]}")
+
+
+@dataclass
+class SkipReport:
+    """Rows dropped by `skip_bad_rows`, counted per reason, with the first few ids of each."""
+
+    counts: Counter = field(default_factory=Counter)
+    examples: dict = field(default_factory=dict)
+
+    def add(self, err: BadRowError) -> None:
+        self.counts[err.reason] += 1
+        self.examples.setdefault(err.reason, [])
+        if len(self.examples[err.reason]) < 5:
+            self.examples[err.reason].append(err.row_id)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def __str__(self) -> str:
+        if not self.total:
+            return "no rows skipped"
+        parts = [f"{reason}: {n} (e.g. {self.examples[reason]})" for reason, n in sorted(self.counts.items())]
+        return f"skipped {self.total} bad rows: " + "; ".join(parts)
+
+
+def filter_rows(
+    rows: Iterable[dict],
+    skip_bad_rows: bool = False,
+    report: SkipReport | None = None,
+    extra_check: Callable[[dict], None] | None = None,
+) -> Iterator[dict]:
+    """Yield the good rows; raise on the first bad one, or skip and count it when `skip_bad_rows`."""
+    seen: set[str] = set()
+    report = report if report is not None else SkipReport()
+    for row in rows:
+        try:
+            check_row(row)
+            if row["id"] in seen:
+                raise BadRowError(row["id"], "duplicate_id")
+            if extra_check is not None:
+                extra_check(row)
+        except BadRowError as err:
+            if not skip_bad_rows:
+                raise
+            report.add(err)
+            continue
+        seen.add(row["id"])
+        yield row

@@ -1,0 +1,308 @@
+"""Tiny random-weight Qwen2-VL and causal LM, built offline, for tests, the demo and the CPU profile of every recipe.
+
+No weights or tokenizer can be downloaded where this library is tested, so the project makes its own: a byte-level BPE
+tokenizer trained locally with the `tokenizers` library (Qwen2's pre-tokenizer regex, Qwen2-VL's special tokens and
+chat template), Qwen2-VL's real image and video processors, and a `Qwen2VLForConditionalGeneration` with a few
+thousand parameters per layer. Everything is saved with `save_pretrained`, so it loads by path with the same auto
+classes and processor calls as `Qwen/Qwen2-VL-2B-Instruct`:
+
+    >>> from transformers import AutoModelForImageTextToText, AutoProcessor
+    >>> path = tiny_vlm_path()
+    >>> model = AutoModelForImageTextToText.from_pretrained(path)
+    >>> processor = AutoProcessor.from_pretrained(path)
+
+Builds are seeded (two builds give identical files) and cached under `MEDVLM_TRL_CACHE` (default
+`~/.cache/medvlm_trl`), keyed by the build version, so a test session builds each model once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+# Bump when anything below changes what is built; the cache key includes it.
+TINY_BUILD_VERSION = "3"
+
+IMAGE_PATCH = 14
+MERGE_SIZE = 2
+# Pixel bounds of the tiny processor: 4 to 64 merged image tokens per image keeps CPU steps fast.
+TINY_MIN_PIXELS = 4 * (IMAGE_PATCH * MERGE_SIZE) ** 2
+TINY_MAX_PIXELS = 64 * (IMAGE_PATCH * MERGE_SIZE) ** 2
+
+# Qwen2-VL's special tokens, in the order the real tokenizer adds them after its BPE vocabulary.
+QWEN2_VL_SPECIAL_TOKENS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
+
+# The chat template shipped with Qwen/Qwen2-VL-2B-Instruct (chat_template.json).
+QWEN2_VL_CHAT_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}"
+    "{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}"
+    "<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}"
+    "{% set video_count.value = video_count.value + 1 %}"
+    "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}"
+    "<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+# A plain chat template for the tiny causal LM (judge / perplexity models are used on raw text mostly).
+CAUSAL_LM_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+QWEN2_PRETOKENIZE_REGEX = (
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+)
+
+TINY_TEXT_CONFIG = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 4096,
+    "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [2, 3, 3]},
+}
+TINY_VISION_CONFIG = {
+    "depth": 2,
+    "embed_dim": 32,
+    "hidden_size": 64,  # the merger projects to the text hidden size
+    "num_heads": 4,
+    "mlp_ratio": 2,
+    "patch_size": IMAGE_PATCH,
+    "spatial_merge_size": MERGE_SIZE,
+    "temporal_patch_size": 2,
+}
+TINY_VOCAB_SIZE = 1024
+SEED = 1234
+
+
+def _training_corpus() -> list[str]:
+    """Text the tiny tokenizer learns its merges from: the library's prompts, tags and medical VQA words."""
+    words = (
+        "think answer question options image scan shows which of the following is the most likely diagnosis "
+        "MRI CT X-ray ultrasound magnetic resonance imaging computed tomography radiograph modality organ brain "
+        "head neck chest lung heart abdomen liver kidney spine knee shoulder pelvis axial sagittal coronal "
+        "plane orientation left right mirrored flipped upright rotated normal abnormal lesion tumor fracture "
+        "a an the is are was this that with without in on of to for and or not yes no because since so "
+        "correct choice letter single provide your task output thinking process final tags reasoning "
+        "medical expert judge whether coherent relevant clinical finding patient"
+    ).split()
+    lines = [
+        "<think> The image is an axial MRI slice of the brain. </think> <answer>B</answer>",
+        "<think>\nThis looks like a CT scan of the abdomen.\n</think>\n<answer>A</answer>",
+        "Output the thinking process in <think> </think> and final answer in <answer> </answer> tags.",
+        "Your task: provide the correct single-letter choice (A, B, C, D, ...)",
+        "A) MRI\nB) CT\nC) X-ray\nD) Ultrasound",
+        "E) none F) all 0 1 2 3 4 5 6 7 8 9 10 100 . , : ; ( ) ? ! ' \" - / _",
+    ]
+    corpus = lines * 20
+    for i in range(len(words)):
+        corpus.append(" ".join(words[i : i + 12]))
+        corpus.append(" ".join(w.capitalize() for w in words[i : i + 6]) + ".")
+    return corpus
+
+
+def build_tokenizer(vocab_size: int = TINY_VOCAB_SIZE, chat_template: str = QWEN2_VL_CHAT_TEMPLATE):
+    """Train a byte-level BPE like Qwen2's on a small local corpus and wrap it as a `Qwen2Tokenizer`."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import Qwen2Tokenizer
+
+    raw = Tokenizer(models.BPE())
+    raw.normalizer = normalizers.NFC()
+    raw.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    raw.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=[],
+        show_progress=False,
+    )
+    raw.train_from_iterator(_training_corpus(), trainer=trainer)
+    state = json.loads(raw.to_str())["model"]
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in state["merges"]]
+    tokenizer = Qwen2Tokenizer(
+        vocab=state["vocab"],
+        merges=merges,
+        unk_token=None,
+        bos_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=QWEN2_VL_SPECIAL_TOKENS[1:],
+        model_max_length=32768,
+    )
+    tokenizer.add_special_tokens({"additional_special_tokens": QWEN2_VL_SPECIAL_TOKENS[1:]})
+    tokenizer.add_tokens(["<|endoftext|>"], special_tokens=True)
+    tokenizer.chat_template = chat_template
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def build_processor(tokenizer, min_pixels: int = TINY_MIN_PIXELS, max_pixels: int = TINY_MAX_PIXELS):
+    """Qwen2-VL's real processor classes around the tiny tokenizer, with small pixel bounds."""
+    from transformers import Qwen2VLImageProcessor, Qwen2VLProcessor, Qwen2VLVideoProcessor
+
+    size = {"shortest_edge": min_pixels, "longest_edge": max_pixels}
+    image_processor = Qwen2VLImageProcessor(
+        size=size, patch_size=IMAGE_PATCH, merge_size=MERGE_SIZE, temporal_patch_size=2
+    )
+    video_processor = Qwen2VLVideoProcessor(
+        size=size, patch_size=IMAGE_PATCH, merge_size=MERGE_SIZE, temporal_patch_size=2
+    )
+    return Qwen2VLProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=video_processor,
+        chat_template=QWEN2_VL_CHAT_TEMPLATE,
+    )
+
+
+def build_tiny_vlm(out_dir: str | os.PathLike, seed: int = SEED) -> Path:
+    """Build and save a tiny random-weight Qwen2-VL model and its processor into `out_dir`."""
+    import torch
+    from transformers import GenerationConfig, Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer()
+    processor = build_processor(tokenizer)
+    ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in QWEN2_VL_SPECIAL_TOKENS}
+    vocab_size = len(tokenizer)
+    text_config = dict(
+        TINY_TEXT_CONFIG,
+        vocab_size=vocab_size,
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=ids["<|im_end|>"],
+        pad_token_id=ids["<|endoftext|>"],
+    )
+    config = Qwen2VLConfig(
+        text_config=text_config,
+        vision_config=TINY_VISION_CONFIG,
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = Qwen2VLForConditionalGeneration(config)
+    model.generation_config = GenerationConfig(
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
+        pad_token_id=ids["<|endoftext|>"],
+        do_sample=False,
+    )
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+def build_tiny_causal_lm(out_dir: str | os.PathLike, seed: int = SEED) -> Path:
+    """Build and save a tiny random-weight Qwen2 causal LM and tokenizer (stand-in for BioGPT or a judge LLM)."""
+    import torch
+    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer(chat_template=CAUSAL_LM_CHAT_TEMPLATE)
+    eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    pad = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    text = {k: v for k, v in TINY_TEXT_CONFIG.items() if k != "rope_parameters"}
+    config = Qwen2Config(
+        **text,
+        vocab_size=len(tokenizer),
+        bos_token_id=pad,
+        eos_token_id=eos,
+        pad_token_id=pad,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        bos_token_id=pad, eos_token_id=[eos, pad], pad_token_id=pad, do_sample=False
+    )
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("MEDVLM_TRL_CACHE", Path.home() / ".cache" / "medvlm_trl"))
+
+
+def _cached(name: str, builder) -> Path:
+    """Build into a temporary folder and rename it into place, so concurrent test workers never see half a model."""
+    import transformers
+
+    key = hashlib.sha1(f"{TINY_BUILD_VERSION}-{transformers.__version__}".encode()).hexdigest()[:10]
+    target = cache_dir() / f"{name}-{key}"
+    if (target / "config.json").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    try:
+        builder(tmp)
+        try:
+            tmp.rename(target)
+        except OSError:  # another process won the race; theirs is identical (seeded build)
+            pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def tiny_vlm_path() -> Path:
+    """Directory of the cached tiny Qwen2-VL (built on first call)."""
+    return _cached("tiny-qwen2-vl", build_tiny_vlm)
+
+
+def tiny_causal_lm_path() -> Path:
+    """Directory of the cached tiny causal LM (built on first call)."""
+    return _cached("tiny-causal-lm", build_tiny_causal_lm)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`medvlm-trl make-tiny-model OUT_DIR [--causal-lm]`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="medvlm-trl make-tiny-model", description=main.__doc__)
+    parser.add_argument("out_dir", help="folder to save the model and its processor into")
+    parser.add_argument("--causal-lm", action="store_true", help="build the tiny causal LM instead of the Qwen2-VL")
+    parser.add_argument("--seed", type=int, default=SEED)
+    args = parser.parse_args(argv)
+    builder = build_tiny_causal_lm if args.causal_lm else build_tiny_vlm
+    out = builder(args.out_dir, seed=args.seed)
+    print(f"saved {'tiny causal LM' if args.causal_lm else 'tiny Qwen2-VL'} to {out}")
+    return 0

@@ -1,0 +1,28 @@
+"""Shared fixtures: every test that needs a model uses the tiny offline ones, built once per cache."""
+
+import os
+
+# No hub access anywhere in the suite: a test that tries to download fails at once instead of hanging.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("WANDB_DISABLED", "true")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm():
+    """Path of the tiny random-weight Qwen2-VL (model + processor), loadable with the auto classes."""
+    from medvlm_trl.tiny import tiny_vlm_path
+
+    return str(tiny_vlm_path())
+
+
+@pytest.fixture(scope="session")
+def tiny_lm():
+    """Path of the tiny random-weight causal LM (stand-in for BioGPT and the judge LLMs)."""
+    from medvlm_trl.tiny import tiny_causal_lm_path
+
+    return str(tiny_causal_lm_path())
