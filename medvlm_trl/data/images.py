@@ -55,10 +55,11 @@ def dicom_to_image(source: str | os.PathLike | bytes) -> Image.Image:
         if photometric == "MONOCHROME1":
             arr = 255.0 - arr
         return Image.fromarray(arr.round().astype(np.uint8), mode="L").convert("RGB")
-    if photometric.startswith("YBR"):
-        from pydicom.pixels import convert_color_space
+    # pydicom 3 already returns YBR data converted to RGB; palette images need their lookup table.
+    if photometric == "PALETTE COLOR":
+        from pydicom.pixels import apply_color_lut
 
-        arr = convert_color_space(arr, photometric, "RGB")
+        arr = apply_color_lut(arr, ds)
     if arr.dtype != np.uint8:
         arr = (arr.astype(np.float64) / max(float(arr.max()), 1.0) * 255.0).round().astype(np.uint8)
     return Image.fromarray(arr).convert("RGB")
