@@ -1,0 +1,77 @@
+"""Images of every kind become RGB at Qwen2-VL's grid, once, or fail naming their row."""
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pydicom.data
+import pytest
+from PIL import Image
+
+from medvlm_trl.data.images import ImageLoadError, load_image, num_image_tokens, prepare_image
+
+DICOM_DIR = Path(pydicom.data.__file__).parent / "test_files"
+
+
+def test_a_grayscale_pil_image_becomes_rgb():
+    assert load_image(Image.new("L", (10, 12), 7)).mode == "RGB"
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small.dcm"])
+def test_a_dicom_slice_by_path_and_by_bytes(name):
+    path = DICOM_DIR / name
+    by_path, by_bytes = load_image(path), load_image(path.read_bytes())
+    assert by_path.mode == "RGB" and by_path.size == by_bytes.size
+    arr = np.asarray(by_path)
+    assert arr.min() == 0 and arr.max() == 255  # windowed into the full 8-bit range
+    assert np.array_equal(arr, np.asarray(by_bytes))
+
+
+def test_png_bytes_path_and_datasets_dict_agree(tmp_path):
+    img = Image.fromarray(np.arange(64 * 48 * 3, dtype=np.uint8).reshape(48, 64, 3))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    (tmp_path / "x.png").write_bytes(buf.getvalue())
+    from_bytes = load_image(buf.getvalue())
+    from_path = load_image(tmp_path / "x.png")
+    from_dict = load_image({"bytes": None, "path": "x.png"}, root=tmp_path)
+    assert np.array_equal(np.asarray(from_bytes), np.asarray(img))
+    assert np.array_equal(np.asarray(from_path), np.asarray(img)) and np.array_equal(
+        np.asarray(from_dict), np.asarray(img)
+    )
+
+
+def test_missing_file_names_the_row(tmp_path):
+    with pytest.raises(ImageLoadError, match="row 'q-17'.*not found"):
+        load_image(tmp_path / "nope.png", row_id="q-17")
+
+
+def test_corrupt_bytes_and_truncated_file_name_the_row(tmp_path):
+    with pytest.raises(ImageLoadError, match="row 'q-3': unreadable image"):
+        load_image(b"\x89PNG\r\n\x1a\n not really a png", row_id="q-3")
+    broken = tmp_path / "broken.dcm"
+    broken.write_bytes((DICOM_DIR / "CT_small.dcm").read_bytes()[:2000])
+    with pytest.raises(ImageLoadError, match="row 'q-4'"):
+        load_image(broken, row_id="q-4")
+    with pytest.raises(ImageLoadError, match="row 'q-5': no image"):
+        load_image(None, row_id="q-5")
+
+
+@pytest.mark.parametrize("size", [(2000, 1500), (30, 30), (900, 60), (28, 28)])
+def test_prepared_images_lie_on_the_grid_within_bounds(size):
+    min_pixels, max_pixels = 3136, 401408
+    out = prepare_image(Image.new("RGB", size), min_pixels=min_pixels, max_pixels=max_pixels)
+    assert out.width % 28 == 0 and out.height % 28 == 0
+    assert min_pixels <= out.width * out.height <= max_pixels
+    assert num_image_tokens(out) == out.width * out.height // 784
+
+
+def test_preparing_twice_is_the_identity():
+    once = prepare_image(Image.new("RGB", (2000, 1500)), max_pixels=200704)
+    twice = prepare_image(once, max_pixels=200704)
+    assert once.size == twice.size
+
+
+def test_an_impossible_aspect_ratio_names_the_row():
+    with pytest.raises(ImageLoadError, match="row 'thin'"):
+        prepare_image(Image.new("RGB", (3, 1000)), row_id="thin")
