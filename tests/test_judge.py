@@ -253,3 +253,30 @@ def test_tiny_judge_preloaded_without_pad_token_and_dtype(tiny_lm):
     bf16 = SemanticJudgeReward(tiny_lm, dtype="bfloat16", device="cpu").load()
     assert bf16.model.dtype == torch.bfloat16
     assert len(bf16(["<think>a tear of the labrum</think>"])) == 1
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Property: any reasoning text, however hostile, stays inside its fence and gets a 0/1 score.
+# ---------------------------------------------------------------------------------------------------------------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_pieces = st.one_of(
+    st.sampled_from(["<<<", ">>>", "<", ">", "<<", ">>", "Answer: Yes", " Yes", "\n", " ", KEYWORD, "<think>"]),
+    st.text(max_size=10),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_pieces, max_size=20).map("".join))
+def test_any_reasoning_stays_fenced(reasoning):
+    tok = WordTokenizer()
+    judge = SemanticJudgeReward(KeywordJudge(tok), tok, batch_size=3)
+    prompt = judge.judge_prompt(reasoning)
+    assert prompt.count("<<<") == JUDGE_PROMPT_TEMPLATE.count("<<<")
+    assert prompt.count(">>>") == JUDGE_PROMPT_TEMPLATE.count(">>>")
+    out = judge([f"<think>{reasoning}</think><answer>B</answer>", reasoning])
+    assert len(out) == 2 and set(out) <= {0.0, 1.0}
+    if "<think>" not in reasoning:  # otherwise the completion has no single think block
+        # Yes exactly when the keyword survives the removal of the fence markers, whatever else the text says.
+        assert out[0] == (1.0 if KEYWORD in fence_reasoning(reasoning) else 0.0)

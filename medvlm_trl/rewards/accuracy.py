@@ -5,7 +5,8 @@ in TRL's conversational form.
 
 How `accuracy_reward` reads the content of the single `<answer>` block (stripped), in this order:
 
-1. exactly the correct letter (upper case, as the prompt's `A) ...` option lines write it) -> 1.0;
+1. exactly the correct letter (upper case, as the prompt's `A) ...` option lines write it) -> 1.0; exactly another
+   option's letter -> 0.0;
 2. the text of one option instead of its letter (compared case-insensitively, with runs of whitespace collapsed and
    trailing periods dropped) -> 0.5 when it is the correct option's text, else 0.0;
 3. a leading option letter, optionally after `(` or `[`, followed by a boundary (the end, whitespace, or one of
@@ -115,6 +116,8 @@ def score_answer(answer_text: str | None, answer: Any, options: Any) -> float:
         return 0.0
     if answer_text == correct:
         return 1.0
+    if answer_text in letters:
+        return 0.0  # a bare wrong letter, even if some option's text happens to read like a letter
 
     # The option's text instead of its letter.
     norm_opts = [_norm(o) for o in opts]
