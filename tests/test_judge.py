@@ -230,6 +230,10 @@ def test_tiny_judge_end_to_end(tiny_lm):
     assert out[-1] == 0.0
     margins = judge.margins(REASONINGS)
     assert out[:-1] == [1.0 if m > 0 else 0.0 for m in margins]
+    # The random judge leans one way; swapping the two answers must flip every verdict (both branches run end to end).
+    swapped = SemanticJudgeReward(tiny_lm, batch_size=2, yes_token=" No", no_token=" Yes")(completions)
+    assert swapped[:-1] == [1.0 - v for v in out[:-1]]
+    assert swapped[-1] == 0.0
 
 
 def test_tiny_judge_batching_does_not_change_scores(tiny_lm):
@@ -280,3 +284,22 @@ def test_any_reasoning_stays_fenced(reasoning):
     if "<think>" not in reasoning:  # otherwise the completion has no single think block
         # Yes exactly when the keyword survives the removal of the fence markers, whatever else the text says.
         assert out[0] == (1.0 if KEYWORD in fence_reasoning(reasoning) else 0.0)
+
+
+def test_tiny_judge_reads_the_next_token_logits_after_the_prompt(tiny_lm):
+    """The reward is the sign of logit(" Yes") - logit(" No") for the token after the whole judge prompt, computed here
+    independently: the full prompt text tokenized at once, one forward pass, no generation."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_lm)
+    model = AutoModelForCausalLM.from_pretrained(tiny_lm).eval()
+    yes = tok.encode("Answer: Yes", add_special_tokens=False)[-1]
+    no = tok.encode("Answer: No", add_special_tokens=False)[-1]
+    judge = SemanticJudgeReward(tiny_lm, batch_size=3)
+    margins = judge.margins(REASONINGS)
+    for reasoning, margin in zip(REASONINGS, margins):
+        ids = torch.tensor([tok.encode(judge.judge_prompt(reasoning))])
+        with torch.inference_mode():
+            logits = model(input_ids=ids).logits[0, -1]
+        assert margin == pytest.approx(float(logits[yes] - logits[no]), abs=1e-4)
+        assert judge([think(reasoning)]) == [1.0 if logits[yes] > logits[no] else 0.0]

@@ -162,6 +162,12 @@ def test_accuracy_option_text_looking_like_a_letter_prefix(form):
     assert acc(form, "B-cell lymphoma", answer="B", options=options) == 0.0
 
 
+def test_accuracy_a_bare_letter_is_a_letter_even_if_an_option_reads_like_it(form):
+    options = ["Type A", "Type B", "B"]  # option C's text is "B"
+    assert acc(form, "B", answer="C", options=options) == 0.0
+    assert acc(form, "B", answer="B", options=options) == 1.0
+
+
 # "anything else (wrong letter, several letters, missing or unclosed tag) -> 0.0"
 @pytest.mark.parametrize("content", ["A", "C", "D", "A: Normal", "(A)", "A) Labral pathology"])
 def test_accuracy_wrong_letter(form, content):

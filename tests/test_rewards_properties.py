@@ -19,7 +19,7 @@ from medvlm_trl.rewards import (
 )
 
 SEEN = {"completions": 0}
-FAST = settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 TAGS = ["<think>", "</think>", "<answer>", "</answer>", "<Think>", "<think >", "</ answer>", "<answer/>", "<<<", ">>>"]
 BITS = ["A", "B", "C", "F", "(B)", "B.", "B,", "A or B", "a", "I", " ", "\n", "\t", "\u2003", "Answer: Yes", "Yes"]

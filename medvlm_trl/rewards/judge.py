@@ -195,7 +195,8 @@ class SemanticJudgeReward:
                 self.model.to(self._device)
         else:
             self._device = self._model_device(torch)
-            if self.model_name_or_path is not None and self._device.type == "cpu" and torch.cuda.is_available():
+            placed = "device_map" in self.model_kwargs  # accelerate placed it; moving it would undo that
+            if self.model_name_or_path and not placed and self._device.type == "cpu" and torch.cuda.is_available():
                 self._device = torch.device("cuda")
                 self.model.to(self._device)
         if hasattr(self.model, "eval"):
