@@ -1,0 +1,489 @@
+"""Run safety: a training run never writes over another run, resumes only from a whole checkpoint, and says what it was.
+
+Both papers train for hours on several GPUs (MedVLM-R1, Pan et al., section 4.1: 300 GRPO steps; the RL-MedVQA study,
+Zhu et al., arXiv:2505.13973, section 4: 2 and 4 A100s with DeepSpeed ZeRO-2), so a run is an asset. Three rules
+protect it, applied by every training entry point (`medvlm-trl grpo | sft | dpo`) before the model is loaded:
+
+1. **One run per output dir.** A non-empty `output_dir` is refused unless the command resumes
+   (`resume_from_checkpoint`) or overwrites (`overwrite_output_dir`, which transformers 5 no longer has, so it is
+   ours: `RunSafetyArguments`). Overwriting empties the folder first, so no stale `checkpoint-*` of the old run is
+   later mistaken for one of the new run; a non-empty folder that holds no run at all is never emptied.
+2. **Resume from a whole checkpoint, on the same data.** `resume_from_checkpoint: true` (or `last`) picks the newest
+   complete `checkpoint-*`; a checkpoint cut short by a kill (no `trainer_state.json`, or no optimizer / scheduler
+   state) is skipped with a warning, never loaded half. Resuming on another split than the checkpoint was trained on
+   is an error; a changed recipe only warns (learning-rate or logging edits are legitimate).
+3. **Every checkpoint says what made it.** `RunInfoCallback` writes `medvlm_run.json` into each `checkpoint-*` and the
+   output dir: the recipe path and SHA-256 of its text, the command line, the split's id (a hash of the dataset name,
+   split, split-manifest contents and row limits), a hash of the training row ids, the library / TRL / transformers /
+   torch versions, the world size, the seed and whether `trust_remote_code` was on.
+
+Wiring, in an entry point's `main()` right after parsing, and where its trainer is built:
+
+    prepare_run(training_args, script_args, argv=argv)  # refuses, resolves `resume_from_checkpoint`, writes the record
+    trainer.add_callback(RunInfoCallback())  # copies the record into every checkpoint-*
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+logger = logging.getLogger(__name__)
+
+RUN_FILE = "medvlm_run.json"
+RUN_FORMAT = "medvlm-trl/run"
+RUN_FORMAT_VERSION = 1
+SPLIT_MANIFEST_FORMAT = "medvlm-trl/split-manifest"
+# transformers' checkpoint file names (trainer.py), repeated so that checking a folder needs no torch import.
+TRAINER_STATE_NAME = "trainer_state.json"
+SCHEDULER_NAME = "scheduler.pt"
+OPTIMIZER_NAMES = ("optimizer.pt", "optimizer.bin")
+CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+# What a folder holds once any training run (ours, TRL's or transformers') has written into it.
+RUN_MARKERS = (RUN_FILE, TRAINER_STATE_NAME, "training_args.bin", "config.json", "adapter_config.json")
+# Values of `resume_from_checkpoint` that mean "the newest complete checkpoint in output_dir" (the field is a string).
+RESUME_LAST = {"true", "last", "latest", "yes", "1"}
+RESUME_NONE = {"", "false", "no", "none", "0"}
+# Script-argument fields that decide which rows a run trains on (a dataset's location is not part of its identity).
+SPLIT_ID_FIELDS = ("dataset_name", "dataset_train_split", "max_train_samples", "skip_bad_rows")
+VERSION_PACKAGES = ("medvlm-trl", "trl", "transformers", "torch", "accelerate", "peft", "datasets", "deepspeed")
+
+
+# Records made by `prepare_run` in this process, by absolute output dir, for `RunInfoCallback` to pick up.
+_PREPARED: dict[str, dict] = {}
+
+
+class RunSafetyError(ValueError):
+    """An output dir or checkpoint that this command must not write to or resume from, with what to do instead."""
+
+
+@dataclass
+class RunSafetyArguments:
+    """The one run-safety switch a recipe or command line sets (transformers 5 dropped its `overwrite_output_dir`).
+
+    Mix it into a training config: `class MedVLMGRPOConfig(RunSafetyArguments, GRPOConfig)`.
+    """
+
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Empty a non-empty `output_dir` that holds an earlier run and train from scratch. Without it (and "
+            "without `resume_from_checkpoint`) such a folder is refused, so that no run is overwritten by accident. "
+            "A non-empty folder that holds no run (no checkpoint-*, trainer_state.json or medvlm_run.json) is never "
+            "emptied."
+        },
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def checkpoint_step(path: str | os.PathLike) -> int | None:
+    """The step of a `checkpoint-<step>` folder name, None for any other name."""
+    match = CHECKPOINT_RE.match(Path(path).name)
+    return int(match.group(1)) if match else None
+
+
+def checkpoint_problems(path: str | os.PathLike) -> list[str]:
+    """What a checkpoint lacks for an exact resume (empty when it is whole).
+
+    transformers writes a checkpoint in order: weights, optimizer, scheduler, RNG states, then `trainer_state.json`;
+    a run killed in between leaves a folder that `Trainer.train(resume_from_checkpoint=...)` would load half of, and a
+    missing optimizer or scheduler file is skipped by transformers without a word (the learning-rate schedule would
+    restart). DeepSpeed keeps optimizer state in `global_step*/` folders, FSDP in `optimizer*/` folders.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return [f"{path} is not a folder"]
+    problems = []
+    state_file = path / TRAINER_STATE_NAME
+    if not state_file.is_file():
+        problems.append(f"no {TRAINER_STATE_NAME}")
+    else:
+        try:
+            json.loads(state_file.read_text())
+        except (OSError, ValueError) as err:
+            problems.append(f"unreadable {TRAINER_STATE_NAME} ({err})")
+    entries = {entry.name: entry for entry in path.iterdir()}
+    has_optimizer = any(name in entries for name in OPTIMIZER_NAMES) or any(
+        entry.is_dir() and (name.startswith("global_step") or name.startswith("optimizer"))
+        for name, entry in entries.items()
+    )
+    if not has_optimizer:
+        problems.append("no optimizer state (saved with save_only_model=True, or cut short)")
+    if SCHEDULER_NAME not in entries and not any(name.startswith("global_step") for name in entries):
+        problems.append(f"no {SCHEDULER_NAME}")
+    return problems
+
+
+def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
+    """The `checkpoint-<step>` folders of a run, oldest first."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return []
+    found = [p for p in output_dir.iterdir() if p.is_dir() and checkpoint_step(p) is not None]
+    return sorted(found, key=checkpoint_step)
+
+
+def last_complete_checkpoint(output_dir: str | os.PathLike) -> Path | None:
+    """The newest checkpoint that `checkpoint_problems` finds whole; newer, broken ones are named in a warning."""
+    for path in reversed(list_checkpoints(output_dir)):
+        problems = checkpoint_problems(path)
+        if not problems:
+            return path
+        logger.warning("Skipping %s for resume: %s.", path, "; ".join(problems))
+    return None
+
+
+def resolve_resume(output_dir: str | os.PathLike, resume_from_checkpoint: Any) -> str | None:
+    """The checkpoint folder to resume from, or None to start fresh.
+
+    `resume_from_checkpoint` is what the recipe or command line gave (transformers keeps it as a string): unset or
+    `false` -> None; `true` / `last` -> the newest complete checkpoint in `output_dir`; anything else is a path, which
+    must be a complete checkpoint.
+    """
+    if resume_from_checkpoint is None or resume_from_checkpoint is False:
+        return None
+    if resume_from_checkpoint is True or str(resume_from_checkpoint).strip().lower() in RESUME_LAST:
+        found = last_complete_checkpoint(output_dir)
+        if found is None:
+            raise RunSafetyError(
+                f"resume_from_checkpoint asks for the last checkpoint, but {output_dir} holds no complete "
+                f"checkpoint-* folder (one with {TRAINER_STATE_NAME}, optimizer and scheduler state)"
+            )
+        return str(found)
+    if str(resume_from_checkpoint).strip().lower() in RESUME_NONE:
+        return None
+    path = Path(str(resume_from_checkpoint))
+    problems = checkpoint_problems(path)
+    if problems:
+        raise RunSafetyError(
+            f"cannot resume from {path}: {'; '.join(problems)}. Resuming from it would restart the optimizer or the "
+            f"learning-rate schedule; pick an earlier checkpoint-*, or `resume_from_checkpoint: last` to let the "
+            f"newest complete one be found"
+        )
+    return str(path)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The output dir
+
+
+def looks_like_run_dir(path: str | os.PathLike) -> bool:
+    """Whether a folder holds (part of) a training run: a checkpoint, trainer state, saved model or our run record."""
+    path = Path(path)
+    if not path.is_dir():
+        return False
+    return bool(list_checkpoints(path)) or any((path / name).exists() for name in RUN_MARKERS)
+
+
+def check_output_dir(output_dir: str | os.PathLike, *, resume: bool, overwrite: bool) -> str:
+    """Decide what a run may do with `output_dir`: "fresh" (missing or empty), "resume" or "overwrite".
+
+    Read-only, so that every process of a distributed run can call it and reach the same decision; `prepare_run`
+    does the emptying, on the main process only.
+    """
+    if resume and overwrite:
+        raise RunSafetyError(
+            "both resume_from_checkpoint and overwrite_output_dir are set: resume continues the run in output_dir, "
+            "overwrite deletes it; choose one"
+        )
+    path = Path(output_dir)
+    if path.exists() and not path.is_dir():
+        raise RunSafetyError(f"output_dir {path} exists and is not a folder")
+    entries = sorted(p.name for p in path.iterdir()) if path.is_dir() else []
+    if not entries:
+        return "fresh"
+    if resume:
+        return "resume"
+    shown = ", ".join(entries[:5]) + (f", ... ({len(entries)} entries)" if len(entries) > 5 else "")
+    if not looks_like_run_dir(path):
+        raise RunSafetyError(
+            f"output_dir {path} is not empty ({shown}) and holds no training run; choose an empty or new folder "
+            f"(overwrite_output_dir never empties a folder that is not a run's)"
+        )
+    if overwrite:
+        return "overwrite"
+    raise RunSafetyError(
+        f"output_dir {path} already holds a run ({shown}). Pass `--resume_from_checkpoint last` to continue it, "
+        f"`--overwrite_output_dir true` to delete it and start again, or choose another output_dir"
+    )
+
+
+def empty_dir(path: str | os.PathLike) -> None:
+    """Delete everything inside `path`, keeping the folder itself."""
+    for entry in Path(path).iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The run record
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def recipe_path(argv: Sequence[str]) -> str | None:
+    """The `--config` file of a TrlParser command line, as given."""
+    argv = list(argv)
+    for index, arg in enumerate(argv):
+        if arg == "--config" and index + 1 < len(argv):
+            return argv[index + 1]
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def recipe_info(argv: Sequence[str]) -> dict[str, str] | None:
+    path = recipe_path(argv)
+    if path is None:
+        return None
+    return {"path": path, "sha256": file_sha256(path)}
+
+
+def split_info(script_args: Any = None) -> dict[str, Any]:
+    """What decides the training rows, and `split_id`: one hash of it that a resume must match.
+
+    The split manifest counts by its contents (SHA-256 of the file), not its path, so moving the data or the
+    manifest does not change the id; its own name, split and seed are copied in for people to read.
+    """
+    info: dict[str, Any] = {}
+    if script_args is not None:
+        for name in SPLIT_ID_FIELDS:
+            if hasattr(script_args, name):
+                info[name] = getattr(script_args, name)
+    split_file = getattr(script_args, "split_file", None)
+    if split_file:
+        info["split_file"] = {"path": str(split_file), "sha256": file_sha256(split_file)}
+        try:
+            manifest = json.loads(Path(split_file).read_text())
+        except (OSError, ValueError):
+            manifest = None
+        if isinstance(manifest, dict) and manifest.get("format") == SPLIT_MANIFEST_FORMAT:
+            for key in ("dataset", "name", "split", "seed"):
+                info["split_file"][key] = manifest.get(key)
+            info["split_file"]["num_rows"] = len(manifest.get("rows") or [])
+    identity = {k: v for k, v in info.items() if k != "split_file"}
+    identity["split_file_sha256"] = info["split_file"]["sha256"] if split_file else None
+    info["split_id"] = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    if script_args is not None and getattr(script_args, "data_dir", None):
+        info["data_dir"] = str(script_args.data_dir)
+    return info
+
+
+def rows_sha256(ids: Sequence[Any]) -> str:
+    """SHA-256 of the training row ids in dataset order: the rows a run saw, whatever loaded them."""
+    return hashlib.sha256("\n".join(str(i) for i in ids).encode()).hexdigest()
+
+
+def library_versions() -> dict[str, str | None]:
+    """Versions of the packages a result depends on (None: not installed), without importing any.
+
+    A package already imported reports its own `__version__`, which for torch names the build (`2.14.1+cu130`).
+    """
+    versions: dict[str, str | None] = {"python": sys.version.split()[0]}
+    for name in VERSION_PACKAGES:
+        module = sys.modules.get(name.replace("-", "_"))
+        try:
+            versions[name] = getattr(module, "__version__", None) or metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def read_run_record(folder: str | os.PathLike) -> dict | None:
+    path = Path(folder) / RUN_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        logger.warning("Ignoring unreadable %s: %s", path, err)
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def write_run_record(folder: str | os.PathLike, record: dict) -> Path:
+    """Write `medvlm_run.json` atomically: a kill mid-write leaves the old record or the new one, never half."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / RUN_FILE
+    tmp = folder / f".{RUN_FILE}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, target)
+    return target
+
+
+def build_run_record(training_args: Any, script_args: Any = None, argv: Sequence[str] | None = None) -> dict:
+    """The record of one invocation (see the module docstring); `global_step` is filled in at each save."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return {
+        "format": RUN_FORMAT,
+        "format_version": RUN_FORMAT_VERSION,
+        "recipe": recipe_info(argv),
+        "command": argv,
+        "split": split_info(script_args),
+        "versions": library_versions(),
+        "trust_remote_code": bool(getattr(training_args, "trust_remote_code", False)),
+        "world_size": int(getattr(training_args, "world_size", 1)),
+        "seed": getattr(training_args, "seed", None),
+        "started_at": _now(),
+        "resumed_from": None,
+        "global_step": 0,
+    }
+
+
+def _summary(record: dict) -> dict:
+    """What an earlier invocation of the same run keeps in the `history` of the next one."""
+    keys = ("started_at", "command", "recipe", "resumed_from", "global_step")
+    return {key: record.get(key) for key in keys}
+
+
+def check_resume_compatible(checkpoint: str | os.PathLike, record: dict) -> None:
+    """Refuse to resume a checkpoint on other data; warn when the recipe text changed since it was written."""
+    saved = read_run_record(checkpoint)
+    if saved is None:
+        logger.warning("%s has no %s: cannot check that it was trained on the same split.", checkpoint, RUN_FILE)
+        return
+    old_split, new_split = saved.get("split") or {}, record["split"]
+    if old_split.get("split_id") and old_split.get("split_id") != new_split.get("split_id"):
+        differences = sorted(k for k in set(old_split) | set(new_split) if old_split.get(k) != new_split.get(k))
+        raise RunSafetyError(
+            f"{checkpoint} was trained on another split (split_id {old_split.get('split_id')} vs "
+            f"{new_split.get('split_id')}; differing: {', '.join(differences)}); resume with the same data settings, "
+            f"or start a new run in another output_dir"
+        )
+    old_recipe, new_recipe = saved.get("recipe") or {}, record.get("recipe") or {}
+    if old_recipe.get("sha256") and new_recipe.get("sha256") and old_recipe["sha256"] != new_recipe["sha256"]:
+        logger.warning(
+            "Resuming %s with a recipe whose text changed since it was saved (%s, sha256 %s -> %s).",
+            checkpoint,
+            new_recipe.get("path"),
+            old_recipe["sha256"][:12],
+            new_recipe["sha256"][:12],
+        )
+
+
+def prepare_run(training_args: Any, script_args: Any = None, argv: Sequence[str] | None = None) -> dict:
+    """Apply the three rules before anything is loaded; returns this invocation's run record.
+
+    Every process checks (read-only, so all reach the same decision and all stop on a refusal); then the main
+    process empties the folder when overwriting and writes the record, while the others wait. On return,
+    `training_args.resume_from_checkpoint` is the resolved checkpoint folder (or None), which is what
+    `Trainer.train(resume_from_checkpoint=...)` takes.
+    """
+    output_dir = training_args.output_dir
+    overwrite = bool(getattr(training_args, "overwrite_output_dir", False))
+    checkpoint = resolve_resume(output_dir, training_args.resume_from_checkpoint)
+    action = check_output_dir(output_dir, resume=checkpoint is not None, overwrite=overwrite)
+    training_args.resume_from_checkpoint = checkpoint
+
+    record = build_run_record(training_args, script_args, argv)
+    record["resumed_from"] = checkpoint
+    if checkpoint is not None:
+        check_resume_compatible(checkpoint, record)
+    if record["trust_remote_code"]:
+        logger.warning("trust_remote_code is on: code shipped with the model or processor will run on this machine.")
+
+    state = getattr(training_args, "distributed_state", None)
+    if state is not None:  # nobody may see the folder change before everyone has decided about it
+        state.wait_for_everyone()
+    if training_args.process_index == 0:
+        if action == "overwrite":
+            logger.warning("overwrite_output_dir: deleting the earlier run in %s.", output_dir)
+            empty_dir(output_dir)
+        previous = read_run_record(output_dir) if action == "resume" else None
+        if previous is not None:
+            record["history"] = [*previous.get("history", []), _summary(previous)]
+        write_run_record(output_dir, record)
+    if state is not None:
+        state.wait_for_everyone()
+    _PREPARED[os.path.abspath(output_dir)] = record
+    logger.info("Run record written to %s (%s).", Path(output_dir) / RUN_FILE, action)
+    return record
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The callback
+
+
+class RunInfoCallback(TrainerCallback):
+    """Writes `medvlm_run.json` next to every checkpoint and keeps the output dir's copy at the latest step.
+
+    The record is the one `prepare_run` made in this process for the same output dir; a trainer built in Python
+    without an entry point gets a record from its arguments alone (no recipe, no command line). At train start it adds a hash of the training row ids, and on a
+    resume it refuses rows that differ from those the checkpoint was trained on.
+    """
+
+    def __init__(self, script_args: Any = None):
+        self.script_args = script_args
+        self.record: dict | None = None
+
+    def on_train_begin(self, args, state, control, train_dataloader=None, **kwargs):
+        prepared = _PREPARED.get(os.path.abspath(args.output_dir))
+        record = dict(prepared) if prepared is not None else build_run_record(args, self.script_args, argv=[])
+        record["split"] = dict(record["split"])
+        ids = _dataset_ids(getattr(train_dataloader, "dataset", None))
+        if ids is not None:
+            record["split"]["rows_sha256"] = rows_sha256(ids)
+            record["split"]["num_rows"] = len(ids)
+        checkpoint = args.resume_from_checkpoint
+        saved = read_run_record(checkpoint) if isinstance(checkpoint, str) and os.path.isdir(checkpoint) else None
+        old_rows = ((saved or {}).get("split") or {}).get("rows_sha256")
+        new_rows = record["split"].get("rows_sha256")
+        if old_rows and new_rows and old_rows != new_rows:  # every process raises, so none waits on the others
+            raise RunSafetyError(
+                f"{checkpoint} was trained on other rows than this run loads (row-id hash {old_rows[:12]} vs "
+                f"{new_rows[:12]}); resume with the same data, or start a new run in another output_dir"
+            )
+        self.record = record
+        if state.is_world_process_zero:
+            write_run_record(args.output_dir, {**record, "global_step": state.global_step})
+
+    def on_save(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero or self.record is None:
+            return
+        record = {**self.record, "global_step": state.global_step, "saved_at": _now()}
+        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if checkpoint.is_dir():
+            write_run_record(checkpoint, record)
+        write_run_record(args.output_dir, record)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero or self.record is None:
+            return
+        write_run_record(args.output_dir, {**self.record, "global_step": state.global_step, "finished_at": _now()})
+
+
+def _dataset_ids(dataset: Any) -> list | None:
+    """The `id` column of a `datasets.Dataset` (None when there is none, e.g. an iterable dataset)."""
+    names = getattr(dataset, "column_names", None)
+    if not names or "id" not in names:
+        return None
+    return list(dataset["id"])
