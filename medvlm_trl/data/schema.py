@@ -7,6 +7,7 @@ unreadable image, a duplicate id) either raises `BadRowError` naming the row and
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -91,3 +92,32 @@ def filter_rows(
             continue
         seen.add(row["id"])
         yield row
+
+
+# The contract's names for the three modalities both papers report; any other modality keeps its source's own name.
+MRI, CT, XRAY = "MRI", "CT", "X-ray"
+# Keyword rule for rows whose data does not state a modality (VQA-RAD, SLAKE, PathVQA, PMC-VQA, ...). Applied to
+# one text at a time; a text naming two modalities ("Is this a CT or an MRI?") decides nothing.
+MODALITY_KEYWORDS = {
+    MRI: re.compile(r"\b(mri|mr|magnetic resonance|t1[- ]?weighted|t2[- ]?weighted|flair)\b", re.IGNORECASE),
+    CT: re.compile(r"\b(ct|cta|computed tomography|cat scan)\b", re.IGNORECASE),
+    XRAY: re.compile(r"\b(x[- ]?rays?|radiographs?|radiography|cxr)\b", re.IGNORECASE),
+}
+
+
+def modality_from_text(*texts: str | None) -> tuple[str, int] | None:
+    """The first text that names exactly one of MRI / CT / X-ray decides: `(modality, index of that text)`.
+
+    Paths are matched with their separators read as spaces, so `images/mri-knee_01.png` names MRI.
+
+    >>> modality_from_text("What abnormality is seen?", "Axial CT of the chest")
+    ('CT', 1)
+    """
+    for index, text in enumerate(texts):
+        if not text:
+            continue
+        words = re.sub(r"[_/\\.]+", " ", text)
+        found = [name for name, pattern in MODALITY_KEYWORDS.items() if pattern.search(words)]
+        if len(found) == 1:
+            return found[0], index
+    return None
