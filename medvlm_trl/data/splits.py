@@ -1,0 +1,305 @@
+"""Seeded, leak-free splits written as manifests: MedVLM-R1's 600 / 3 x 300 split and the study's PMC-VQA subsets.
+
+MedVLM-R1 (section 4): GRPO on 600 MRI questions from the HuatuoGPT-Vision evaluation data; tests on 300 MRI,
+300 CT and 300 X-ray questions. The test split is published (the authors' MRI_CT_XRAY_300each_dataset.json, rows
+0-299 MRI, 300-599 CT, 600-899 X-ray); `medvlm_r1_split` takes it as the test split when given, or else draws 300
+per modality with the seed. The training split is then drawn, with the seed, from the MRI rows minus every row the
+audit (`medvlm_trl.data.audit`) matches in the test split: same id, same image file, same pixels, a near-duplicate
+image, or the same question with the same options. The authors' released code instead takes the first 500 MRI rows
+of the data (`select(range(500))`, then shuffles them) and writes no split file; we follow the paper's 600 and write
+the split down, so a run can name it.
+
+Modalities come from the data (OmniMedVQA's `subset`), not the keyword rule, for both splits: the paper's test
+questions are all OmniMedVQA rows, and a keyword guess should not decide what counts as an MRI question.
+
+The RL-MedVQA study trains on a 10K subset of PMC-VQA's training CSV and tests on a 7K subset of its test CSV;
+`pmc_vqa_subsets` draws both with the seed, the training rows again from those the audit finds clean.
+
+`medvlm-trl make-split medvlm-r1|pmc-vqa ...` writes `train.json` and `test.json` into `--out-dir`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import random
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+from medvlm_trl.data.audit import CRITERIA, EXACT_CRITERIA, NEAR_THRESHOLD, audit
+from medvlm_trl.data.manifest import (
+    SplitManifest,
+    as_manifest,
+    entry_for_row,
+    hamming,
+    hash_matrix,
+    manifest_from_rows,
+    select_rows,
+)
+from medvlm_trl.data.schema import CT, MRI, XRAY, SkipReport
+
+MEDVLM_R1_TRAIN_SIZE = 600
+MEDVLM_R1_TEST_PER_MODALITY = 300
+MEDVLM_R1_TEST_MODALITIES = (MRI, CT, XRAY)
+
+
+class LeakIndex:
+    """The test split's fingerprints, to check training candidates one at a time as they are drawn."""
+
+    def __init__(self, test: SplitManifest, criteria: Sequence[str], near_threshold: int):
+        self.criteria, self.near_threshold = tuple(criteria), near_threshold
+        self.keys = {
+            "id": {row["id"] for row in test.rows},
+            "image_file": {name for row in test.rows for name in row.get("images") or []},
+            "pixel": {sha for row in test.rows for sha in row.get("pixel_sha256") or []},
+            "question": {row["question_sha256"] for row in test.rows},
+        }
+        self.near = hash_matrix([h for row in test.rows for h in row.get("dhash") or [] if h])
+
+    def matches(self, entry: dict) -> list[str]:
+        """The criteria by which `entry` (a manifest row) overlaps the test split."""
+        values = {
+            "id": [entry["id"]],
+            "image_file": entry.get("images") or [],
+            "pixel": entry.get("pixel_sha256") or [],
+            "question": [entry["question_sha256"]],
+        }
+        hits = [c for c in EXACT_CRITERIA if c in self.criteria and any(v in self.keys[c] for v in values[c])]
+        hashes = [h for h in entry.get("dhash") or [] if h]
+        if "near_image" in self.criteria and hashes and len(self.near):
+            if (hamming(hash_matrix(hashes), self.near) <= self.near_threshold).any():
+                hits.append("near_image")
+        return hits
+
+
+def seeded_order(rows: Sequence[dict], seed: int, purpose: str) -> list[dict]:
+    """Rows sorted by id, then shuffled by a generator seeded with `seed` and `purpose` (independent streams)."""
+    ordered = sorted(rows, key=lambda r: r["id"])
+    random.Random(f"{purpose}-{seed}").shuffle(ordered)
+    return ordered
+
+
+def draw_clean(
+    pool: Sequence[dict],
+    size: int,
+    *,
+    seed: int,
+    test: SplitManifest,
+    criteria: Sequence[str] = CRITERIA,
+    near_threshold: int = NEAR_THRESHOLD,
+    purpose: str = "train",
+) -> tuple[list[dict], list[dict], Counter]:
+    """Draw `size` rows from `pool` in seeded order, passing over every row the audit matches in `test`.
+
+    Equivalent to a seeded sample of the pool minus all matches, but decodes only the images it looks at. Returns
+    the rows, their manifest entries (hashed) and the count of passed-over rows per criterion.
+    """
+    index = LeakIndex(test, criteria, near_threshold)
+    rows, entries, excluded = [], [], Counter()
+    for row in seeded_order(pool, seed, purpose):
+        entry = entry_for_row(row, hash_images=True)
+        hits = index.matches(entry)
+        if hits:
+            excluded.update(hits)
+            excluded["rows"] += 1
+            continue
+        rows.append(row)
+        entries.append(entry)
+        if len(rows) == size:
+            return rows, entries, excluded
+    raise ValueError(
+        f"only {len(rows)} of {len(pool)} candidate rows are clean of the test split, {size} needed "
+        f"(passed over: {dict(excluded)})"
+    )
+
+
+def _check_disjoint(train: SplitManifest, test: SplitManifest, criteria: Sequence[str], near_threshold: int) -> None:
+    report = audit(train, [test], criteria=criteria, near_threshold=near_threshold)
+    if report.overlaps:  # cannot happen by construction; a bug here must not produce a leaky split
+        raise AssertionError("the split is not disjoint:\n" + report.summary())
+
+
+def medvlm_r1_split(
+    rows: Sequence[dict],
+    *,
+    seed: int = 42,
+    test_manifest: SplitManifest | str | os.PathLike | None = None,
+    train_size: int = MEDVLM_R1_TRAIN_SIZE,
+    test_per_modality: int = MEDVLM_R1_TEST_PER_MODALITY,
+    criteria: Sequence[str] = CRITERIA,
+    near_threshold: int = NEAR_THRESHOLD,
+    settings: dict | None = None,
+) -> tuple[SplitManifest, SplitManifest, dict]:
+    """MedVLM-R1's split of HuatuoGPT-Vision rows (from `load_huatuo`): `(train manifest, test manifest, info)`.
+
+    With `test_manifest` (the authors' file or a manifest) its rows are the test split, looked up in `rows` by id;
+    otherwise `test_per_modality` rows per modality are drawn with `seed`. Training rows: `train_size` MRI rows
+    drawn with `seed` from those the audit finds clean of the test split. Both manifests carry image hashes.
+    """
+    stated = [r for r in rows if r.get("modality_from") == "subset"]
+    if test_manifest is not None:
+        official = as_manifest(test_manifest)
+        test_rows = select_rows(rows, official)
+        test_origin = official.settings.get("file") or official.label
+    else:
+        test_rows = []
+        for modality in MEDVLM_R1_TEST_MODALITIES:
+            pool = [r for r in stated if r["modality"] == modality]
+            if len(pool) < test_per_modality:
+                raise ValueError(f"{len(pool)} {modality} rows in the data, {test_per_modality} needed for the test")
+            test_rows += seeded_order(pool, seed, f"test-{modality}")[:test_per_modality]
+        test_origin = f"seeded draw, {test_per_modality} per modality"
+    common = {
+        **(settings or {}),
+        "criteria": list(criteria),
+        "near_threshold": near_threshold,
+        "test": test_origin,
+        "modality_rule": "OmniMedVQA subset (stated by the data)",
+    }
+    test = manifest_from_rows(
+        test_rows, dataset="huatuo", split="test", name="medvlm_r1", seed=seed, settings=common, hash_images=True
+    )
+    test_ids = set(test.ids())
+    pool = [r for r in stated if r["modality"] == MRI and r["id"] not in test_ids]
+    train_rows, entries, excluded = draw_clean(
+        pool, train_size, seed=seed, test=test, criteria=criteria, near_threshold=near_threshold
+    )
+    train = SplitManifest(
+        dataset="huatuo",
+        split="train",
+        rows=entries,
+        name="medvlm_r1",
+        seed=seed,
+        settings={**common, "train_pool": f"{len(pool)} MRI rows not in the test split", "passed_over": dict(excluded)},
+    )
+    _check_disjoint(train, test, criteria, near_threshold)
+    return train, test, {"pool": len(pool), "passed_over": dict(excluded)}
+
+
+def pmc_vqa_subsets(
+    train_rows: Sequence[dict],
+    test_rows: Sequence[dict],
+    *,
+    seed: int = 42,
+    train_size: int = 10_000,
+    test_size: int = 7_000,
+    criteria: Sequence[str] = CRITERIA,
+    near_threshold: int = NEAR_THRESHOLD,
+    settings: dict | None = None,
+) -> tuple[SplitManifest, SplitManifest, dict]:
+    """The study's PMC-VQA subsets: `test_size` seeded test rows, then `train_size` seeded training rows clean of them."""
+    if len(test_rows) < test_size:
+        raise ValueError(f"{len(test_rows)} test rows, {test_size} needed")
+    common = {**(settings or {}), "criteria": list(criteria), "near_threshold": near_threshold}
+    chosen = seeded_order(test_rows, seed, "pmc_vqa-test")[:test_size]
+    test = manifest_from_rows(
+        chosen, dataset="pmc_vqa", split="test", name="pmc_vqa_study", seed=seed, settings=common, hash_images=True
+    )
+    rows, entries, excluded = draw_clean(
+        train_rows, train_size, seed=seed, test=test, criteria=criteria, near_threshold=near_threshold
+    )
+    train = SplitManifest(
+        dataset="pmc_vqa",
+        split="train",
+        rows=entries,
+        name="pmc_vqa_study",
+        seed=seed,
+        settings={**common, "train_pool": f"{len(train_rows)} rows", "passed_over": dict(excluded)},
+    )
+    _check_disjoint(train, test, criteria, near_threshold)
+    return train, test, {"pool": len(train_rows), "passed_over": dict(excluded)}
+
+
+def _source_label(source: str) -> str:
+    """How a manifest records where the data came from: a hub id as is, a local path by its name only."""
+    return source if not Path(source).expanduser().exists() else f"local copy '{Path(source).name}'"
+
+
+def _file_digest(path: str | os.PathLike) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _write(train: SplitManifest, test: SplitManifest, out_dir: str, info: dict) -> None:
+    out = Path(out_dir)
+    train.save(out / "train.json")
+    test.save(out / "test.json")
+    modalities = Counter(row["modality"] for row in test.rows)
+    print(f"wrote {out / 'train.json'} ({len(train.rows)} rows) and {out / 'test.json'} ({len(test.rows)} rows)")
+    print(f"  test rows per modality: {dict(sorted(modalities.items()))}")
+    print(f"  training pool: {info['pool']} rows; passed over as overlapping the test split: {info['passed_over']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`medvlm-trl make-split medvlm-r1|pmc-vqa`: write a split's train and test manifests."""
+    from medvlm_trl.data import huatuo, pmc_vqa
+
+    parser = argparse.ArgumentParser(prog="medvlm-trl make-split", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="which", required=True)
+    for name in ("medvlm-r1", "pmc-vqa"):
+        p = sub.add_parser(name)
+        p.add_argument("--data-dir", help="hub dataset id or local copy (default: the hub id)")
+        p.add_argument("--out-dir", default=f"splits/{name.replace('-', '_')}")
+        p.add_argument("--seed", type=int, default=42)
+        p.add_argument("--skip-bad-rows", action="store_true", help="drop and count bad rows instead of failing")
+        p.add_argument("--criteria", default=",".join(CRITERIA), help="what excludes a training row")
+        p.add_argument("--near-threshold", type=int, default=NEAR_THRESHOLD)
+    r1 = sub.choices["medvlm-r1"]
+    r1.add_argument("--test-manifest", help="the authors' MRI_CT_XRAY_300each_dataset.json (else a seeded draw)")
+    r1.add_argument("--train-size", type=int, default=MEDVLM_R1_TRAIN_SIZE)
+    r1.add_argument("--test-per-modality", type=int, default=MEDVLM_R1_TEST_PER_MODALITY)
+    pmc = sub.choices["pmc-vqa"]
+    pmc.add_argument("--version", type=int, default=1, choices=sorted(pmc_vqa.CSV_FILES))
+    pmc.add_argument("--test-split", default="test", help="test CSV: test, or test_clean (version 1)")
+    pmc.add_argument("--train-size", type=int, default=pmc_vqa.STUDY_TRAIN_SIZE)
+    pmc.add_argument("--test-size", type=int, default=pmc_vqa.STUDY_TEST_SIZE)
+    args = parser.parse_args(argv)
+    criteria = tuple(c.strip() for c in args.criteria.split(",") if c.strip())
+    report = SkipReport()
+
+    if args.which == "medvlm-r1":
+        source = args.data_dir or huatuo.HUB_ID
+        rows = huatuo.load_huatuo(source, skip_bad_rows=args.skip_bad_rows, report=report)
+        print(huatuo.format_summary(rows))
+        settings = {"loader": "huatuo", "source": _source_label(source), "skip_bad_rows": args.skip_bad_rows}
+        settings["skipped"] = dict(report.counts)
+        if args.test_manifest:
+            settings["test_manifest_sha256"] = _file_digest(args.test_manifest)
+        train, test, info = medvlm_r1_split(
+            rows,
+            seed=args.seed,
+            test_manifest=args.test_manifest,
+            train_size=args.train_size,
+            test_per_modality=args.test_per_modality,
+            criteria=criteria,
+            near_threshold=args.near_threshold,
+            settings=settings,
+        )
+    else:
+        source = args.data_dir or pmc_vqa.HUB_ID
+        load = dict(version=args.version, skip_bad_rows=args.skip_bad_rows, report=report)
+        train_rows = pmc_vqa.load_pmc_vqa(source, "train", **load)
+        test_rows = pmc_vqa.load_pmc_vqa(source, args.test_split, **load)
+        settings = {
+            "loader": "pmc_vqa",
+            "source": _source_label(source),
+            "version": args.version,
+            "test_split": args.test_split,
+            "skip_bad_rows": args.skip_bad_rows,
+            "skipped": dict(report.counts),
+        }
+        train, test, info = pmc_vqa_subsets(
+            train_rows,
+            test_rows,
+            seed=args.seed,
+            train_size=args.train_size,
+            test_size=args.test_size,
+            criteria=criteria,
+            near_threshold=args.near_threshold,
+            settings=settings,
+        )
+    if report.total:
+        print(report)
+    _write(train, test, args.out_dir, info)
+    return 0
