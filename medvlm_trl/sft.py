@@ -1,0 +1,300 @@
+"""The SFT baselines (full fine-tuning and LoRA) on TRL's `SFTTrainer`, with Qwen2-VL images.
+
+MedVLM-R1 (Pan et al., section 4, "SFT" row of Table 1) compares GRPO with supervised fine-tuning on the same 600 MRI
+items: negative log-likelihood of the final answer only, under the simple prompt ("provide the correct single-letter
+choice"). The RL-MedVQA study (Zhu et al., Table 1) has the same baseline as full fine-tuning and as LoRA. Each
+training row becomes TRL's prompt-completion form,
+
+    prompt:     [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "<question + options> ..."}]}]
+    completion: [{"role": "assistant", "content": "B"}]
+    images:     [<the row's image, resized once to Qwen2-VL's grid within min_pixels..max_pixels>]
+
+and `completion_only_loss: true` makes TRL's `DataCollatorForVisionLanguageModeling` label only the completion: the
+answer letter and the end-of-turn marker the chat template closes it with. Prompt, system turn and image tokens carry
+the label -100.
+
+    medvlm-trl sft --config recipes/medvlm_r1/sft_qwen2_vl_2b.yaml
+
+Every recipe key is a field of [`BaselineScriptArguments`], `trl.SFTConfig` or `trl.ModelConfig`; an unknown key is an
+error (TRL would pass it on to `accelerate launch` silently).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trl import SFTConfig
+
+from medvlm_trl.configs import MedVLMScriptArguments
+from medvlm_trl.data.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, ImageLoadError, prepare_image
+from medvlm_trl.data.prompts import TEMPLATES, build_prompt
+from medvlm_trl.data.schema import BadRowError, SkipReport
+from medvlm_trl.run_safety import RunInfoCallback, RunSafetyArguments, RunSafetyError, prepare_run
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class BaselineScriptArguments(MedVLMScriptArguments):
+    """The GRPO recipes' data arguments plus what `GRPOConfig` holds for GRPO but `SFTConfig` / `DPOConfig` lack: the
+    prompt template and Qwen2-VL's pixel bounds (same key names, so one recipe override set serves every trainer)."""
+
+    prompt_template: str = field(
+        default="simple",
+        metadata={"help": f"Prompt template by name, one of {sorted(TEMPLATES)}; the baselines use `simple`."},
+    )
+    min_pixels: int = field(
+        default=DEFAULT_MIN_PIXELS, metadata={"help": "Lower bound of image pixels after Qwen2-VL's resize rule."}
+    )
+    max_pixels: int = field(
+        default=DEFAULT_MAX_PIXELS,
+        metadata={"help": "Upper bound of image pixels after Qwen2-VL's resize rule (the study: 401408 = 512 tokens)."},
+    )
+    merge_lora: bool = field(
+        default=True,
+        metadata={
+            "help": "With `use_peft`, save the merged full model in `output_dir` (the adapter in `output_dir/adapter`), "
+            "so evaluation loads a LoRA run like any other checkpoint."
+        },
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.prompt_template not in TEMPLATES:
+            raise ValueError(f"prompt_template {self.prompt_template!r} is not one of {sorted(TEMPLATES)}")
+        if not 0 < self.min_pixels <= self.max_pixels:
+            raise ValueError(f"need 0 < min_pixels <= max_pixels, got {self.min_pixels} and {self.max_pixels}")
+
+
+def check_split_overlap(rows: list[dict], script_args: BaselineScriptArguments) -> None:
+    """The GRPO script's check, so a baseline trains on no test item either (`test_manifests`)."""
+    from medvlm_trl.grpo import check_split_overlap as check
+
+    check(rows, script_args)
+
+
+def load_train_rows(script_args: BaselineScriptArguments) -> list[dict]:
+    """The contract rows of the training split, through the dataset registry."""
+    from medvlm_trl.data.registry import load_rows
+
+    rows = load_rows(
+        script_args.dataset_name,
+        script_args.dataset_train_split,
+        data_dir=script_args.data_dir,
+        split_file=script_args.split_file,
+        skip_bad_rows=script_args.skip_bad_rows,
+    )
+    if script_args.max_train_samples is not None:
+        rows = rows[: script_args.max_train_samples]
+    if not rows:
+        raise ValueError(
+            f"dataset {script_args.dataset_name!r} split {script_args.dataset_train_split!r} has no rows to train on"
+        )
+    return rows
+
+
+def sft_example(row: dict, template: str = "simple") -> dict:
+    """One contract row as TRL's prompt-completion example (images left out; see [`build_dataset`]).
+
+    >>> sft_example({"question": "Which modality?", "options": ["CT", "MRI"], "answer": "B", "id": "r1"})["completion"]
+    [{'role': 'assistant', 'content': 'B'}]
+    """
+    return {
+        "id": str(row["id"]),
+        "prompt": build_prompt(row["question"], row["options"], template, num_images=_num_images(row)),
+        "completion": [{"role": "assistant", "content": row["answer"]}],
+    }
+
+
+def _num_images(row: dict) -> int:
+    return len(row["images"]) if row.get("images") else 1
+
+
+def _row_images(row: dict, script_args: BaselineScriptArguments) -> list:
+    values = row["images"] if row.get("images") else [row.get("image")]
+    return [prepare_image(v, script_args.min_pixels, script_args.max_pixels, row_id=str(row.get("id"))) for v in values]
+
+
+def build_dataset(
+    rows: list[dict],
+    make_example: Callable[[dict], dict],
+    script_args: BaselineScriptArguments,
+    report: SkipReport | None = None,
+):
+    """A `datasets.Dataset` of examples with their images prepared once, written to the datasets cache in batches.
+
+    Every image is read here, before training starts, so an unreadable one fails with the row's id (or, with
+    `skip_bad_rows`, is dropped and counted in `report`) instead of failing inside the collator mid-run.
+    """
+    from datasets import Dataset
+    from datasets.exceptions import DatasetGenerationError
+
+    report = report if report is not None else SkipReport()
+
+    def generate() -> Iterator[dict]:
+        for row in rows:
+            try:
+                images = _row_images(row, script_args)
+            except ImageLoadError as err:
+                if not script_args.skip_bad_rows:
+                    raise
+                report.add(BadRowError(str(row.get("id")), "unreadable_image", str(err)))
+                continue
+            yield {**make_example(row), "images": images}
+
+    try:
+        # Cached by the datasets library under a hash of the rows and settings: a re-run reads the prepared images
+        # back instead of resizing them again (and then has nothing new to report).
+        dataset = Dataset.from_generator(generate)
+    except DatasetGenerationError as err:
+        # datasets wraps what the generator raised; the row-naming error is the useful one.
+        cause = err.__cause__ or err.__context__
+        if isinstance(cause, (ImageLoadError, BadRowError)):
+            raise cause from None
+        raise
+    if report.total:
+        logger.warning("%s", report)
+    if len(dataset) == 0:
+        raise ValueError(f"no usable training rows: {report}")
+    return dataset
+
+
+@dataclass
+class MedVLMSFTConfig(RunSafetyArguments, SFTConfig):
+    """TRL's `SFTConfig` plus run safety's `overwrite_output_dir` (`medvlm_trl.run_safety`); nothing else changes."""
+
+
+def make_parser():
+    from trl import ModelConfig, TrlParser
+
+    return TrlParser((BaselineScriptArguments, MedVLMSFTConfig, ModelConfig))
+
+
+def config_path(argv: list[str]) -> str | None:
+    """The `--config` file named in `argv`, recorded in the model card."""
+    return argv[argv.index("--config") + 1] if "--config" in argv[:-1] else None
+
+
+def apply_model_init_kwargs(training_args, model_args) -> None:
+    """As TRL's own scripts do: the model is loaded from its name with the `ModelConfig` dtype / attention settings."""
+    kwargs = dict(
+        revision=model_args.model_revision,
+        trust_remote_code=training_args.trust_remote_code,
+        attn_implementation=model_args.attn_implementation,
+        dtype=model_args.dtype,
+    )
+    kwargs.update(training_args.model_init_kwargs or {})
+    training_args.model_init_kwargs = kwargs
+
+
+def save_trained(trainer, script_args, training_args, model_args, *, method: str, rows: list[dict], recipe: str | None):
+    """Save the final model (LoRA merged when asked), its processor and the model card into `output_dir`."""
+    from medvlm_trl.model_card import split_fingerprint, write_model_card
+
+    out = Path(training_args.output_dir)
+    if model_args.use_peft and script_args.merge_lora:
+        # A folder holding both adapter_config.json and full weights makes transformers load the adapter onto the
+        # base model again, so the adapter goes into its own sub-folder.
+        trainer.save_model(str(out / "adapter"))
+        if trainer.accelerator.is_main_process:
+            merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+            merged.save_pretrained(out)
+            trainer.processing_class.save_pretrained(out)
+    else:
+        trainer.save_model(str(out))
+    if trainer.accelerator.is_main_process:
+        write_model_card(
+            out,
+            base_model=model_args.model_name_or_path,
+            method=method,
+            dataset_name=script_args.dataset_name,
+            split=script_args.dataset_train_split,
+            split_id=split_fingerprint(rows),
+            split_file=script_args.split_file,
+            recipe=recipe,
+            prompt_template=script_args.prompt_template,
+            hyperparameters=card_hyperparameters(training_args, model_args),
+        )
+
+
+def card_hyperparameters(training_args, model_args) -> dict[str, Any]:
+    keys = (
+        "learning_rate",
+        "num_train_epochs",
+        "max_steps",
+        "per_device_train_batch_size",
+        "gradient_accumulation_steps",
+        "lr_scheduler_type",
+        "warmup_ratio",
+        "bf16",
+        "seed",
+        "beta",
+        "loss_type",
+        "num_generations",
+        "max_completion_length",
+        "temperature",
+        "scale_rewards",
+    )
+    params = {k: getattr(training_args, k) for k in keys if hasattr(training_args, k)}
+    if model_args.use_peft:
+        params.update(lora_r=model_args.lora_r, lora_alpha=model_args.lora_alpha, lora_dropout=model_args.lora_dropout)
+        params["lora_target_modules"] = model_args.lora_target_modules
+    return params
+
+
+def train(script_args: BaselineScriptArguments, training_args, model_args, recipe: str | None = None):
+    """Run the SFT baseline and return the trainer."""
+    from trl import SFTTrainer, get_peft_config
+
+    if model_args.model_name_or_path is None:
+        raise ValueError("model_name_or_path is required (a hub id such as Qwen/Qwen2-VL-2B-Instruct, or a path)")
+    apply_model_init_kwargs(training_args, model_args)
+    rows = load_train_rows(script_args)
+    check_split_overlap(rows, script_args)
+    dataset = build_dataset(rows, lambda row: sft_example(row, script_args.prompt_template), script_args)
+    trainer = SFTTrainer(
+        model=model_args.model_name_or_path,
+        args=training_args,
+        train_dataset=dataset,
+        peft_config=get_peft_config(model_args),
+    )
+    trainer.add_callback(RunInfoCallback(script_args))
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    save_trained(trainer, script_args, training_args, model_args, method="sft", rows=rows, recipe=recipe)
+    return trainer
+
+
+def run_main(prog: str, parser, train_fn, argv: list[str] | None) -> int:
+    """The body of `medvlm-trl sft` and `medvlm-trl dpo`: refuse unknown recipe keys, parse, train; a bad recipe or
+    bad data ends with one line naming the problem (exit status 2), not a traceback."""
+    from medvlm_trl.data.images import ImageLoadError
+    from medvlm_trl.grpo import RecipeError, check_recipe
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        check_recipe(argv, parser)
+        script_args, training_args, model_args = parser.parse_args_and_config(argv, fail_with_unknown_args=True)
+        # One run per output dir; resume only from a whole checkpoint; a run record next to every checkpoint.
+        prepare_run(training_args, script_args, argv=argv)
+    except (ValueError, OSError) as err:  # RunSafetyError is a ValueError
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
+    try:
+        trainer = train_fn(script_args, training_args, model_args, recipe=config_path(argv))
+    except (RecipeError, RunSafetyError, BadRowError, ImageLoadError) as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
+    trainer.accelerator.print(f"saved the model, its processor and its card to {os.fspath(training_args.output_dir)}")
+    trainer.end()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`medvlm-trl sft --config recipe.yaml [--key value ...]`."""
+    return run_main("medvlm-trl sft", make_parser(), train, argv)

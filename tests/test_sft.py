@@ -1,0 +1,104 @@
+"""The SFT baseline (MedVLM-R1 section 4): negative log-likelihood on the final answer only, under the simple prompt.
+Checked on the labels TRL's `DataCollatorForVisionLanguageModeling` actually builds for the trainer."""
+
+import pytest
+
+from medvlm_trl.data.images import ImageLoadError
+from medvlm_trl.sft import BaselineScriptArguments, build_dataset, sft_example
+from medvlm_trl.tiny import TINY_MAX_PIXELS
+
+
+@pytest.fixture(scope="module")
+def sample_rows():
+    from medvlm_trl.data.sample import load_sample
+
+    return load_sample("train")[:4]
+
+
+def _trainer(tiny_vlm, dataset, tmp_path, **config):
+    from trl import SFTConfig, SFTTrainer
+
+    args = SFTConfig(
+        output_dir=str(tmp_path),
+        report_to="none",
+        bf16=False,
+        use_cpu=True,
+        gradient_checkpointing=False,
+        max_length=None,
+        per_device_train_batch_size=2,
+        **config,
+    )
+    return SFTTrainer(model=tiny_vlm, args=args, train_dataset=dataset)
+
+
+def test_example_is_prompt_completion_with_the_letter():
+    row = {"id": "r1", "question": "Which modality?", "options": ["CT", "MRI", "X-ray"], "answer": "C"}
+    example = sft_example(row, "simple")
+    assert example["completion"] == [{"role": "assistant", "content": "C"}]
+    user = example["prompt"][0]
+    assert user["role"] == "user" and user["content"][0] == {"type": "image"}
+    assert user["content"][1]["text"].startswith("Which modality?\nA) CT\nB) MRI\nC) X-ray")
+    assert "single-letter choice" in user["content"][1]["text"]
+
+
+def test_only_answer_tokens_carry_labels(tiny_vlm, sample_rows, tmp_path):
+    args = BaselineScriptArguments(max_pixels=TINY_MAX_PIXELS)
+    dataset = build_dataset(sample_rows, lambda r: sft_example(r, "simple"), args)
+    trainer = _trainer(tiny_vlm, dataset, tmp_path, completion_only_loss=True)
+    tok = trainer.processing_class.tokenizer
+    batch = trainer.data_collator([dict(dataset[i]) for i in range(len(sample_rows))])
+    image_pad = tok.convert_tokens_to_ids("<|image_pad|>")
+    assistant_start = tok.encode("<|im_start|>assistant\n")
+    for i, row in enumerate(sample_rows):
+        labels, ids = batch["labels"][i], batch["input_ids"][i]
+        labelled = (labels != -100).nonzero().flatten().tolist()
+        # Exactly the answer letter and the end-of-turn that closes it (so the model learns to stop).
+        assert tok.decode(ids[labelled]) == f"{row['answer']}<|im_end|>\n"
+        assert labels[labelled].tolist() == ids[labelled].tolist()
+        # Everything labelled comes after the assistant header; no image token is labelled.
+        seq = ids.tolist()
+        header_end = max(
+            j + len(assistant_start) for j in range(len(seq)) if seq[j : j + len(assistant_start)] == assistant_start
+        )
+        assert min(labelled) == header_end
+        assert image_pad in seq and not (labels[ids == image_pad] != -100).any()
+
+
+def test_without_completion_only_loss_the_prompt_is_labelled(tiny_vlm, sample_rows, tmp_path):
+    """The control: the mask above comes from `completion_only_loss`, not from the data."""
+    args = BaselineScriptArguments(max_pixels=TINY_MAX_PIXELS)
+    dataset = build_dataset(sample_rows[:2], lambda r: sft_example(r, "simple"), args)
+    trainer = _trainer(tiny_vlm, dataset, tmp_path, completion_only_loss=False)
+    batch = trainer.data_collator([dict(dataset[i]) for i in range(2)])
+    assert (batch["labels"][0] != -100).sum() > 10
+
+
+def test_images_are_resized_once_to_the_pixel_bound(sample_rows):
+    args = BaselineScriptArguments(max_pixels=TINY_MAX_PIXELS)
+    dataset = build_dataset(sample_rows[:2], lambda r: sft_example(r, "simple"), args)
+    for example in dataset:
+        (image,) = example["images"]
+        assert image.width % 28 == 0 and image.height % 28 == 0
+        assert image.width * image.height <= TINY_MAX_PIXELS
+
+
+def test_unreadable_image_names_the_row_or_is_counted(tmp_path, sample_rows):
+    bad = dict(sample_rows[0], id="broken-7", image=str(tmp_path / "missing.png"))
+    rows = [bad, sample_rows[1]]
+    with pytest.raises(ImageLoadError, match="broken-7"):
+        build_dataset(rows, lambda r: sft_example(r, "simple"), BaselineScriptArguments(max_pixels=TINY_MAX_PIXELS))
+
+    from medvlm_trl.data.schema import SkipReport
+
+    report = SkipReport()
+    args = BaselineScriptArguments(max_pixels=TINY_MAX_PIXELS, skip_bad_rows=True)
+    dataset = build_dataset(rows, lambda r: sft_example(r, "simple"), args, report=report)
+    assert [e["id"] for e in dataset] == [sample_rows[1]["id"]]
+    assert report.counts["unreadable_image"] == 1 and report.examples["unreadable_image"] == ["broken-7"]
+
+
+def test_bad_template_and_pixel_bounds_are_refused():
+    with pytest.raises(ValueError, match="prompt_template"):
+        BaselineScriptArguments(prompt_template="chatty")
+    with pytest.raises(ValueError, match="min_pixels"):
+        BaselineScriptArguments(min_pixels=10_000, max_pixels=5_000)
