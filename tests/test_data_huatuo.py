@@ -125,6 +125,13 @@ def test_a_hub_id_is_downloaded_and_a_local_path_is_read(tmp_path, records, monk
     with pytest.raises(FileNotFoundError, match="not a hub dataset id"):
         load_huatuo(str(tmp_path / "no" / "such" / "folder"))
 
+    def offline(repo_id, allow_patterns=None):
+        raise OSError("offline")
+
+    monkeypatch.setattr(huatuo, "download", offline)
+    with pytest.raises(FileNotFoundError, match="could not be fetched .OSError: offline"):
+        load_huatuo("someone/typo_in_a_local_path")
+
 
 def _bad(record_update: dict | None = None, **kw) -> dict:
     record = huatuo_record("bad", "MRI")

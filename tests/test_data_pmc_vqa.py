@@ -107,6 +107,14 @@ def test_zipped_figures_are_found_wherever_the_archive_puts_them(tmp_path, image
     assert rows[0]["image"] == str((tmp_path / image_dir / "PMCz_F1.jpg").resolve())
 
 
+def test_the_figure_folder_is_found_although_the_first_figure_is_missing(tmp_path):
+    write_pmc_vqa(tmp_path, {"train": [pmc_record("gone"), pmc_record("here")]}, image_dir="figures")
+    (tmp_path / "figures" / "PMCgone_F1.jpg").unlink()
+    report = SkipReport()
+    rows = load_pmc_vqa(tmp_path, skip_bad_rows=True, report=report)
+    assert [r["image_file"] for r in rows] == ["PMChere_F1.jpg"] and dict(report.counts) == {"missing_image": 1}
+
+
 def test_a_hub_id_downloads_only_the_chosen_version(pmc_folder, monkeypatch):
     calls = []
 

@@ -95,6 +95,8 @@ def test_too_small_a_pool_is_an_error_not_a_short_split(synthetic):
         medvlm_r1_split(rows, seed=0, train_size=701)
     with pytest.raises(ValueError, match="320 CT rows in the data, 330 needed"):
         medvlm_r1_split(rows, seed=0, test_per_modality=330)
+    with pytest.raises(ValueError, match="unknown audit criteria"):
+        medvlm_r1_split(rows, seed=0, criteria=("id", "filename"))
 
 
 def test_official_test_split_and_every_overlapping_row_is_kept_out_of_training(official):

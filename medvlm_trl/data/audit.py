@@ -175,6 +175,14 @@ def _near_pairs(train_rows: list[dict], test_rows: list[dict], threshold: int):
             yield owners_a[start + i], owners_b[j], int(distances[i, j])
 
 
+def check_criteria(criteria: Sequence[str]) -> tuple[str, ...]:
+    """The criteria as a tuple, or `ValueError` naming any that do not exist."""
+    unknown = set(criteria) - set(CRITERIA)
+    if unknown:
+        raise ValueError(f"unknown audit criteria {sorted(unknown)}; choose from {list(CRITERIA)}")
+    return tuple(criteria)
+
+
 def audit(
     train: SplitManifest | str | os.PathLike,
     tests: Sequence[SplitManifest | str | os.PathLike],
@@ -183,12 +191,10 @@ def audit(
     near_threshold: int = NEAR_THRESHOLD,
 ) -> AuditReport:
     """Every overlapping (train, test) pair by each criterion; a pair that shares pixels is not also listed as near."""
-    unknown = set(criteria) - set(CRITERIA)
-    if unknown:
-        raise ValueError(f"unknown audit criteria {sorted(unknown)}; choose from {list(CRITERIA)}")
+    criteria = check_criteria(criteria)
     train = as_manifest(train)
     tests = [as_manifest(t) for t in tests]
-    report = AuditReport(train.label, [t.label for t in tests], tuple(criteria), near_threshold)
+    report = AuditReport(train.label, [t.label for t in tests], criteria, near_threshold)
     report.unhashed = {m.label: m.unhashed() for m in [train, *tests]}
     seen: set[tuple] = set()
 

@@ -160,7 +160,13 @@ def resolve_folder(source: str | os.PathLike, allow_patterns: list[str] | None =
         return path
     if _looks_like_hub_id(str(source)):
         logger.info("downloading dataset %s from the hub", source)
-        return download(str(source), allow_patterns=allow_patterns)
+        try:
+            return download(str(source), allow_patterns=allow_patterns)
+        except Exception as err:  # offline, unknown repository, gated: say both readings of `source`
+            raise FileNotFoundError(
+                f"{source}: no such local file or folder, and the hub dataset could not be fetched "
+                f"({type(err).__name__}: {err})"
+            ) from err
     raise FileNotFoundError(f"{source}: no such file or folder, and not a hub dataset id (owner/name)")
 
 

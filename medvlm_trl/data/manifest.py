@@ -200,19 +200,23 @@ def manifest_from_rows(
     return SplitManifest(dataset=dataset, split=split, rows=entries, name=name, seed=seed, settings=settings or {})
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes: how a split records exactly which test file it was made against."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def _from_authors_list(records: list, path: Path) -> SplitManifest:
     """The MedVLM-R1 authors' test file: HuatuoGPT-Vision rows in a list, images not published."""
     from medvlm_trl.data.huatuo import row_from_record
 
     rows = [row_from_record(record, index=i) for i, record in enumerate(records)]
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
     return SplitManifest(
         dataset="huatuo",
         split="test",
         rows=[entry_for_row(row, hash_images=False) for row in rows],
         name="medvlm_r1",
         origin="MedVLM-R1 authors' test manifest (HuatuoGPT-Vision rows; images not published)",
-        settings={"file": path.name, "file_sha256": digest},
+        settings={"file": path.name, "file_sha256": file_sha256(path)},
         path=str(path),
     )
 

@@ -140,11 +140,15 @@ def _records(csv_path: Path) -> Iterator[tuple[int, dict]]:
             yield line, {name: value for name, value in zip(names, values) if name}
 
 
-def find_image_dir(folder: Path, figure: str) -> Path:
-    """The folder under `folder` that holds `figure` (unpacked archives nest differently); `folder/images` if none."""
-    for candidate in IMAGE_DIRS:
-        if (folder / candidate / figure).is_file():
-            return (folder / candidate).resolve()
+def find_image_dir(folder: Path, figures: list[str]) -> Path:
+    """The folder under `folder` holding the first of `figures` found (unpacked archives nest differently).
+
+    `folder/images` if none is found; the rows' images are then reported missing by the load-time check.
+    """
+    for figure in figures:
+        for candidate in IMAGE_DIRS:
+            if (folder / candidate / figure).is_file():
+                return (folder / candidate).resolve()
     return folder / "images"
 
 
@@ -182,8 +186,12 @@ def load_pmc_vqa(
     report = report if report is not None else SkipReport()
     records = list(_records(csv_path))
     image_dir = Path(image_root) if image_root is not None else None
-    if image_dir is None and records:
-        image_dir = find_image_dir(folder, normalize_path((records[0][1].get("figure_path") or "").strip()))
+    if image_dir is None:
+        # A few rows suffice to find the folder; one missing figure must not hide it.
+        figures = [
+            normalize_path(r.get("figure_path") or "") for _, r in records[:50] if (r.get("figure_path") or "").strip()
+        ]
+        image_dir = find_image_dir(folder, figures)
 
     def converted() -> Iterator[dict]:
         for line, record in records:

@@ -84,7 +84,11 @@ def load_rows(
             )
         if dataset_name == "pmc_vqa":
             # The manifest names the CSV it was drawn from and the PMC-VQA version.
-            kw.setdefault("version", manifest.settings.get("version", 1))
+            version = manifest.settings.get("version", 1)
+            if kw.setdefault("version", version) != version:
+                raise ValueError(
+                    f"split file {Path(split_file).name} is of PMC-VQA version {version}, not {kw['version']}"
+                )
             base_split = manifest.settings.get("test_split", "test") if split == "test" else "train"
         else:
             base_split = "test" if dataset_name == "huatuo" else split

@@ -21,18 +21,18 @@ The RL-MedVQA study trains on a 10K subset of PMC-VQA's training CSV and tests o
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import random
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from medvlm_trl.data.audit import CRITERIA, EXACT_CRITERIA, NEAR_THRESHOLD, audit
+from medvlm_trl.data.audit import CRITERIA, EXACT_CRITERIA, NEAR_THRESHOLD, audit, check_criteria
 from medvlm_trl.data.manifest import (
     SplitManifest,
     as_manifest,
     entry_for_row,
+    file_sha256,
     hamming,
     hash_matrix,
     manifest_from_rows,
@@ -49,7 +49,7 @@ class LeakIndex:
     """The test split's fingerprints, to check training candidates one at a time as they are drawn."""
 
     def __init__(self, test: SplitManifest, criteria: Sequence[str], near_threshold: int):
-        self.criteria, self.near_threshold = tuple(criteria), near_threshold
+        self.criteria, self.near_threshold = check_criteria(criteria), near_threshold
         self.keys = {
             "id": {row["id"] for row in test.rows},
             "image_file": {name for row in test.rows for name in row.get("images") or []},
@@ -142,7 +142,9 @@ def medvlm_r1_split(
     if test_manifest is not None:
         official = as_manifest(test_manifest)
         test_rows = select_rows(rows, official)
-        test_origin = official.settings.get("file") or official.label
+        test_origin = official.label
+        if official.path:
+            settings = {**(settings or {}), "test_manifest_sha256": file_sha256(official.path)}
     else:
         test_rows = []
         for modality in MEDVLM_R1_TEST_MODALITIES:
@@ -217,10 +219,6 @@ def _source_label(source: str) -> str:
     return source if not Path(source).expanduser().exists() else f"local copy '{Path(source).name}'"
 
 
-def _file_digest(path: str | os.PathLike) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def _write(train: SplitManifest, test: SplitManifest, out_dir: str, info: dict) -> None:
     out = Path(out_dir)
     train.save(out / "train.json")
@@ -264,8 +262,6 @@ def main(argv: list[str] | None = None) -> int:
         print(huatuo.format_summary(rows))
         settings = {"loader": "huatuo", "source": _source_label(source), "skip_bad_rows": args.skip_bad_rows}
         settings["skipped"] = dict(report.counts)
-        if args.test_manifest:
-            settings["test_manifest_sha256"] = _file_digest(args.test_manifest)
         train, test, info = medvlm_r1_split(
             rows,
             seed=args.seed,
