@@ -38,6 +38,7 @@ from medvlm_trl.data.manifest import (
     manifest_from_rows,
     select_rows,
 )
+from medvlm_trl.data.pmc_vqa import STUDY_TEST_SIZE, STUDY_TRAIN_SIZE
 from medvlm_trl.data.schema import CT, MRI, XRAY, SkipReport
 
 MEDVLM_R1_TRAIN_SIZE = 600
@@ -115,10 +116,33 @@ def draw_clean(
     )
 
 
-def _check_disjoint(train: SplitManifest, test: SplitManifest, criteria: Sequence[str], near_threshold: int) -> None:
+def _split_clean_of_test(
+    test_rows: Sequence[dict],
+    pool: Sequence[dict],
+    train_size: int,
+    *,
+    dataset: str,
+    name: str,
+    seed: int,
+    criteria: Sequence[str],
+    near_threshold: int,
+    settings: dict,
+) -> tuple[SplitManifest, SplitManifest, dict]:
+    """Hash the test rows into a manifest, draw the training rows clean of it, and prove the two disjoint."""
+    test = manifest_from_rows(
+        test_rows, dataset=dataset, split="test", name=name, seed=seed, settings=settings, hash_images=True
+    )
+    _, entries, excluded = draw_clean(
+        pool, train_size, seed=seed, test=test, criteria=criteria, near_threshold=near_threshold
+    )
+    info = {"pool": len(pool), "passed_over": dict(excluded)}
+    train = SplitManifest(
+        dataset=dataset, split="train", rows=entries, name=name, seed=seed, settings={**settings, **info}
+    )
     report = audit(train, [test], criteria=criteria, near_threshold=near_threshold)
     if report.overlaps:  # cannot happen by construction; a bug here must not produce a leaky split
         raise AssertionError("the split is not disjoint:\n" + report.summary())
+    return train, test, info
 
 
 def medvlm_r1_split(
@@ -160,24 +184,19 @@ def medvlm_r1_split(
         "test": test_origin,
         "modality_rule": "OmniMedVQA subset (stated by the data)",
     }
-    test = manifest_from_rows(
-        test_rows, dataset="huatuo", split="test", name="medvlm_r1", seed=seed, settings=common, hash_images=True
-    )
-    test_ids = set(test.ids())
+    test_ids = {r["id"] for r in test_rows}
     pool = [r for r in stated if r["modality"] == MRI and r["id"] not in test_ids]
-    train_rows, entries, excluded = draw_clean(
-        pool, train_size, seed=seed, test=test, criteria=criteria, near_threshold=near_threshold
-    )
-    train = SplitManifest(
+    return _split_clean_of_test(
+        test_rows,
+        pool,
+        train_size,
         dataset="huatuo",
-        split="train",
-        rows=entries,
         name="medvlm_r1",
         seed=seed,
-        settings={**common, "train_pool": f"{len(pool)} MRI rows not in the test split", "passed_over": dict(excluded)},
+        criteria=criteria,
+        near_threshold=near_threshold,
+        settings=common,
     )
-    _check_disjoint(train, test, criteria, near_threshold)
-    return train, test, {"pool": len(pool), "passed_over": dict(excluded)}
 
 
 def pmc_vqa_subsets(
@@ -185,8 +204,8 @@ def pmc_vqa_subsets(
     test_rows: Sequence[dict],
     *,
     seed: int = 42,
-    train_size: int = 10_000,
-    test_size: int = 7_000,
+    train_size: int = STUDY_TRAIN_SIZE,
+    test_size: int = STUDY_TEST_SIZE,
     criteria: Sequence[str] = CRITERIA,
     near_threshold: int = NEAR_THRESHOLD,
     settings: dict | None = None,
@@ -195,23 +214,17 @@ def pmc_vqa_subsets(
     if len(test_rows) < test_size:
         raise ValueError(f"{len(test_rows)} test rows, {test_size} needed")
     common = {**(settings or {}), "criteria": list(criteria), "near_threshold": near_threshold}
-    chosen = seeded_order(test_rows, seed, "pmc_vqa-test")[:test_size]
-    test = manifest_from_rows(
-        chosen, dataset="pmc_vqa", split="test", name="pmc_vqa_study", seed=seed, settings=common, hash_images=True
-    )
-    rows, entries, excluded = draw_clean(
-        train_rows, train_size, seed=seed, test=test, criteria=criteria, near_threshold=near_threshold
-    )
-    train = SplitManifest(
+    return _split_clean_of_test(
+        seeded_order(test_rows, seed, "pmc_vqa-test")[:test_size],
+        train_rows,
+        train_size,
         dataset="pmc_vqa",
-        split="train",
-        rows=entries,
         name="pmc_vqa_study",
         seed=seed,
-        settings={**common, "train_pool": f"{len(train_rows)} rows", "passed_over": dict(excluded)},
+        criteria=criteria,
+        near_threshold=near_threshold,
+        settings=common,
     )
-    _check_disjoint(train, test, criteria, near_threshold)
-    return train, test, {"pool": len(train_rows), "passed_over": dict(excluded)}
 
 
 def _source_label(source: str) -> str:
