@@ -1,0 +1,264 @@
+"""`medvlm-trl eval`: the tiny model on the sample set, resuming after an interruption, scoring and bad input."""
+
+import json
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from medvlm_trl.data.sample import load_sample
+from medvlm_trl.eval import score_letter, score_strict
+from medvlm_trl.eval.run import EvalArguments, EvalInputError, HFGenerator, evaluate, main, read_predictions, run_eval
+from medvlm_trl.tiny import TINY_MAX_PIXELS, TINY_MIN_PIXELS
+
+PIXELS = ["--min_pixels", str(TINY_MIN_PIXELS), "--max_pixels", str(TINY_MAX_PIXELS)]
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+class Scripted:
+    """A test double for the model: replies by question (the first line of the prompt text), counting its calls."""
+
+    def __init__(self, replies: dict[str, str], default: str = "<think>unsure</think><answer>A</answer>"):
+        self.replies, self.default, self.asked = replies, default, []
+
+    def __call__(self, prompts, images):
+        assert all(len(imgs) == 1 and isinstance(imgs[0], Image.Image) for imgs in images)
+        questions = [p[0]["content"][-1]["text"].split("\n")[0].strip() for p in prompts]
+        self.asked += questions
+        return [self.replies.get(q, self.default) for q in questions]
+
+
+def make_rows(tmp_path: Path, n: int = 6) -> list[dict]:
+    """Contract rows over real PNG files: modalities MRI, MRI, CT, CT, X-ray, X-ray, ...; the last has 2 options."""
+    rows = []
+    for i in range(n):
+        path = tmp_path / f"img{i}.png"
+        Image.new("RGB", (60 + i, 50), (10 * i, 80, 160)).save(path)
+        options = ["Hemorrhage", "Acute infarct", "Abscess", "Chronic infarct"] if i < n - 1 else ["Yes", "No"]
+        rows.append(
+            {
+                "id": f"r{i}",
+                "image": str(path),
+                "question": f"Question {i}: what is seen?",
+                "options": options,
+                "answer": "B",
+                "modality": ["MRI", "CT", "X-ray"][(i // 2) % 3],
+                "source": "test",
+            }
+        )
+    return rows
+
+
+@pytest.fixture(scope="module")
+def hf_generator(tiny_vlm):
+    return HFGenerator(tiny_vlm, max_new_tokens=8, min_pixels=TINY_MIN_PIXELS, max_pixels=TINY_MAX_PIXELS, device="cpu")
+
+
+def test_cli_eval_of_the_tiny_model_on_the_sample_set(tmp_path, tiny_vlm, capsys):
+    out = tmp_path / "run"
+    argv = ["--model", tiny_vlm, "--split", "sample", "--prompt", "r1", "--out", str(out), "--max_new_tokens", "8"]
+    assert main(argv + ["--batch_size", "8", "--no_progress", *PIXELS]) == 0
+    rows = load_sample("test")
+    records = lines(out / "predictions.jsonl")
+    assert [r["id"] for r in records] == [r["id"] for r in rows]  # one line per question, none twice
+    for record in records:  # every score is the strict rule applied to the recorded completion
+        assert record["score"] == score_strict(record["completion"], record["answer"])
+        assert set(record["audit"]) >= {"mismatch", "empty_think", "superficial_think"}
+    summary = json.loads((out / "summary.json").read_text())
+    counts = Counter(r["modality"] for r in rows)
+    assert {m: g["n"] for m, g in summary["modalities"].items()} == counts
+    assert all(g["random_guess"] == 25.0 for g in summary["modalities"].values())  # four options everywhere
+    assert summary["overall"]["n"] == len(rows) and summary["complete"] and summary["scoring"] == "strict"
+    assert summary["overall"]["accuracy"] == 100.0 * sum(r["score"] for r in records) / len(rows)
+    assert summary["config"]["backend"] == "hf" and summary["config"]["max_pixels"] == TINY_MAX_PIXELS
+    assert summary["metrics"]["token_length"]["unit"] == "tokens"
+    assert "overall" in capsys.readouterr().out
+
+
+def test_resume_after_an_interrupted_run_scores_no_question_twice(tmp_path, hf_generator):
+    rows = load_sample("test")
+    kwargs = dict(prompt="r1", batch_size=4, min_pixels=TINY_MIN_PIXELS, max_pixels=TINY_MAX_PIXELS, progress=False)
+    clean = evaluate(rows, hf_generator, tmp_path / "clean", **kwargs)
+
+    class KilledAfter:
+        """The real generator, interrupted on its third batch (after 8 rows were written)."""
+
+        def __init__(self, batches):
+            self.batches, self.prompts = batches, 0
+
+        def __call__(self, prompts, images):
+            if self.batches == 0:
+                raise KeyboardInterrupt
+            self.batches -= 1
+            self.prompts += len(prompts)
+            return hf_generator(prompts, images)
+
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(rows, KilledAfter(2), tmp_path / "resumed", **kwargs)
+    assert len(lines(tmp_path / "resumed" / "predictions.jsonl")) == 8
+    rest = KilledAfter(100)
+    resumed = evaluate(rows, rest, tmp_path / "resumed", **kwargs)
+    assert rest.prompts == len(rows) - 8  # only the rows not yet scored were generated again
+    records = lines(tmp_path / "resumed" / "predictions.jsonl")
+    assert sorted(r["id"] for r in records) == sorted(r["id"] for r in rows)  # each id exactly once
+    reference = {r["id"]: r for r in lines(tmp_path / "clean" / "predictions.jsonl")}
+    assert all(r["completion"] == reference[r["id"]]["completion"] for r in records)
+    for key in ("modalities", "overall", "average"):
+        assert resumed[key] == clean[key]
+
+
+@pytest.mark.slow
+def test_resume_after_the_eval_process_is_killed(tmp_path, tiny_vlm):
+    """SIGKILL the CLI mid-run (as a pre-empted job would be), rerun the same command: same totals, no duplicates."""
+    argv = ["--model", tiny_vlm, "--split", "sample", "--prompt", "simple", "--max_new_tokens", "24", "--limit", "12"]
+    argv += ["--batch_size", "1", "--metrics", "none", "--no_progress", *PIXELS]
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "medvlm_trl.cli", "eval", *argv, "--out", str(killed)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    predictions = killed / "predictions.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if predictions.exists() and predictions.read_text().count("\n") >= 3:
+            proc.kill()
+            break
+        time.sleep(0.02)
+    proc.wait()
+    written = len(read_predictions(predictions))
+    assert proc.returncode != 0 and 3 <= written < 12, "the run must be killed part-way"
+    assert main(argv + ["--out", str(killed)]) == 0
+    assert main(argv + ["--out", str(tmp_path / "clean")]) == 0
+    records = lines(predictions)
+    assert len(records) == 12 and len({r["id"] for r in records}) == 12
+    resumed = json.loads((killed / "summary.json").read_text())
+    clean = json.loads((tmp_path / "clean" / "summary.json").read_text())
+    assert resumed["modalities"] == clean["modalities"] and resumed["overall"] == clean["overall"]
+
+
+def test_a_line_cut_off_by_a_kill_is_redone(tmp_path):
+    rows = make_rows(tmp_path)
+    out = tmp_path / "run"
+    evaluate(rows, Scripted({}), out, progress=False)
+    path = out / "predictions.jsonl"
+    text = path.read_text()
+    last = text.splitlines()[-1]
+    path.write_text(text[: len(text) - len(last) - 1] + last[: len(last) // 2])  # the write of the last row was cut
+    again = Scripted({})
+    summary = evaluate(rows, again, out, progress=False)
+    assert again.asked == [rows[-1]["question"]]
+    assert [r["id"] for r in lines(path)] == [r["id"] for r in rows] and summary["complete"]
+
+
+def test_a_damaged_line_inside_the_file_is_an_error(tmp_path):
+    rows = make_rows(tmp_path)
+    out = tmp_path / "run"
+    evaluate(rows, Scripted({}), out, progress=False)
+    path = out / "predictions.jsonl"
+    text = path.read_text().splitlines()
+    text[1] = text[1][:10]
+    path.write_text("\n".join(text) + "\n")
+    with pytest.raises(EvalInputError, match="line 2 is not JSON"):
+        evaluate(rows, Scripted({}), out, progress=False)
+
+
+def test_scores_accuracy_random_guess_and_consistency_per_modality(tmp_path):
+    rows = make_rows(tmp_path)  # answer B everywhere; MRI r0 r1, CT r2 r3, X-ray r4 r5 (r5 has two options)
+    q = [r["question"] for r in rows]
+    replies = {
+        q[0]: "<think>Volume loss and gliosis in the cortex, so the answer is B.</think><answer>B</answer>",
+        q[1]: "<think>Diffusion restriction in a vascular territory: an acute infarct.</think>\n<answer>B</answer>",
+        q[2]: "<think>A bright crescent along the convexity: the answer is A.</think><answer>B</answer>",  # mismatch
+        q[3]: "<think>Ring enhancement.</think><answer>C</answer>",  # wrong, superficial
+        q[4]: "<answer>B: Acute infarct</answer>",  # strictly wrong, no reasoning
+        q[5]: "<think></think><answer>B</answer>",  # right, empty reasoning
+    }
+    summary = evaluate(rows, Scripted(replies), tmp_path / "run", min_think_words=5, progress=False)
+    mods = summary["modalities"]
+    assert {m: g["accuracy"] for m, g in mods.items()} == {"MRI": 100.0, "CT": 50.0, "X-ray": 50.0}
+    assert {m: g["random_guess"] for m, g in mods.items()} == {"MRI": 25.0, "CT": 25.0, "X-ray": 37.5}
+    assert summary["overall"]["accuracy"] == pytest.approx(400 / 6) and summary["average"] == pytest.approx(200 / 3)
+    assert mods["CT"]["consistency"]["mismatch_rate"] == 50.0 and mods["MRI"]["consistency"]["mismatch_rate"] == 0
+    assert mods["CT"]["consistency"]["superficial_think_rate"] == 50.0
+    assert mods["X-ray"]["consistency"]["empty_think_rate"] == 100.0
+    parsed = {r["id"]: r["parsed"] for r in lines(tmp_path / "run" / "predictions.jsonl")}
+    assert parsed["r4"] == "B: Acute infarct" and parsed["r3"] == "C"
+
+
+def test_the_simple_prompt_is_scored_by_the_letter_rule(tmp_path):
+    rows = make_rows(tmp_path, 3)
+    replies = {rows[0]["question"]: "B.", rows[1]["question"]: "<answer>B</answer>", rows[2]["question"]: "(B)"}
+    summary = evaluate(rows, Scripted(replies), tmp_path / "run", prompt="simple", progress=False)
+    records = lines(tmp_path / "run" / "predictions.jsonl")
+    assert [r["score"] for r in records] == [score_letter(replies[r["question"]], "B") for r in records] == [1, 0, 1]
+    assert summary["scoring"] == "letter" and "consistency" not in summary["overall"] and "audit" not in records[0]
+
+
+def _args(tmp_path: Path, split: Path, **kw) -> EvalArguments:
+    return EvalArguments(
+        model=str(tmp_path / "no-such-model"), split=str(split), out=str(tmp_path / "run"), progress=False, **kw
+    )
+
+
+def _write(path: Path, rows: list[dict]) -> Path:
+    path.write_text(json.dumps(rows))
+    return path
+
+
+def test_a_rerun_with_other_settings_is_refused_before_loading_a_model(tmp_path, capsys):
+    split = _write(tmp_path / "rows.json", make_rows(tmp_path))
+    run_eval(_args(tmp_path, split, metrics="none"), generator=Scripted({}))
+    # No model exists at --model: the refusal must come before any attempt to load it.
+    code = main(["--model", str(tmp_path / "no-such-model"), "--split", str(split), "--prompt", "simple"]
+                + ["--out", str(tmp_path / "run"), "--no_progress"])  # fmt: skip
+    assert code == 2 and "prompt: 'r1' before, 'simple' now" in capsys.readouterr().err
+    # The same settings again: nothing left to do, so no model is loaded either.
+    assert main(["--model", str(tmp_path / "no-such-model"), "--split", str(split), "--out", str(tmp_path / "run"),
+                 "--metrics", "none", "--no_progress"]) == 0  # fmt: skip
+
+
+def test_a_bad_row_is_named_or_skipped_and_counted(tmp_path, capsys):
+    rows = make_rows(tmp_path)
+    rows[2]["answer"] = "Z"
+    rows[3]["image"] = str(tmp_path / "missing.png")
+    split = _write(tmp_path / "rows.json", rows)
+    code = main(["--model", "m", "--split", str(split), "--out", str(tmp_path / "run"), "--no_progress"])
+    assert code == 2 and "'r2'" in capsys.readouterr().err
+    summary = run_eval(_args(tmp_path, split, skip_bad_rows=True, metrics="none"), generator=Scripted({}))
+    assert summary["skipped"]["load"] == {"total": 1, "counts": {"answer_not_in_options": 1}}
+    assert summary["skipped"]["counts"] == {"unreadable_image": 1} and summary["skipped"]["examples"] == {
+        "unreadable_image": ["r3"]
+    }
+    assert summary["overall"]["n"] == 4
+    rows.pop(2)
+    split = _write(tmp_path / "rows2.json", rows)
+    with pytest.raises(Exception, match="'r3'.*image file not found"):
+        run_eval(_args(tmp_path, split, metrics="none", overwrite=True), generator=Scripted({}))
+
+
+def test_relative_image_paths_are_read_against_the_split_file(tmp_path):
+    rows = make_rows(tmp_path, 2)
+    for row in rows:
+        row["image"] = Path(row["image"]).name
+    split = _write(tmp_path / "rows.json", rows)
+    summary = run_eval(_args(tmp_path, split, metrics="none"), generator=Scripted({}))
+    assert summary["overall"]["n"] == 2
+
+
+def test_a_manifest_without_dataset_and_a_missing_split_are_clear_errors(tmp_path, capsys):
+    manifest = Path(__file__).resolve().parents[2] / "shared" / "data" / "MRI_CT_XRAY_300each_dataset.json"
+    split = _write(tmp_path / "manifest.json", json.loads(manifest.read_text())[:3])
+    assert main(["--model", "m", "--split", str(split), "--out", str(tmp_path / "a")]) == 2
+    assert "--dataset huatuo" in capsys.readouterr().err
+    assert main(["--model", "m", "--split", str(tmp_path / "none.json"), "--out", str(tmp_path / "b")]) == 2
+    assert "split file not found" in capsys.readouterr().err
+    assert main(["--model", "m", "--batch_size", "0"]) == 2
+    assert "batch_size must be a positive integer" in capsys.readouterr().err
