@@ -25,6 +25,7 @@ from trl import GRPOConfig
 
 from medvlm_trl.data.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, PATCH_FACTOR
 from medvlm_trl.data.prompts import TEMPLATES
+from medvlm_trl.run_safety import RunSafetyArguments
 
 # What each preset sets on TRL's own fields (see the module docstring for the formulas).
 LOSS_PRESETS: dict[str, dict[str, str]] = {
@@ -52,14 +53,17 @@ class MedVLMScriptArguments:
     dataset_name: str = field(
         default="sample",
         metadata={
-            "help": "Dataset to train on: `sample` (the embedded real-image sample set), `huatuo` (the "
-            "HuatuoGPT-Vision evaluation data MedVLM-R1 draws from), `pmc_vqa`, or a path that "
-            "`medvlm_trl.data.registry.load_rows` reads."
+            "help": "Dataset to train on, by its `medvlm_trl.data.registry` name: `sample` (the embedded "
+            "real-image sample set), `huatuo` (the HuatuoGPT-Vision evaluation data MedVLM-R1 draws its 600 MRI "
+            "training questions from; needs `split_file`) or `pmc_vqa`."
         },
     )
     data_dir: str | None = field(
         default=None,
-        metadata={"help": "Local folder holding the dataset's files and images (no hub downloads are needed)."},
+        metadata={
+            "help": "A local copy of the dataset (or its hub id); default: the dataset's hub id, or for `sample` its "
+            "cached build."
+        },
     )
     split_file: str | None = field(
         default=None,
@@ -106,9 +110,10 @@ class MedVLMScriptArguments:
 
 
 @dataclass
-class MedVLMGRPOConfig(GRPOConfig):
+class MedVLMGRPOConfig(RunSafetyArguments, GRPOConfig):
     r"""TRL's `GRPOConfig` with the fields the two papers add: a named loss preset, Qwen2-VL's pixel bounds, the
-    rewards by recipe name, the prompt template and the semantic judge.
+    rewards by recipe name, the prompt template and the semantic judge (and run safety's `overwrite_output_dir`, see
+    `medvlm_trl.run_safety`).
 
     `loss_type` and `scale_rewards` default to "unset" here so that an explicit value can be told from TRL's default:
     with a `loss_preset`, an unset field takes the preset's value and an explicit, different one is an error; without

@@ -1,0 +1,305 @@
+"""`medvlm-trl grpo --config RECIPE.yaml [--key value ...]`: GRPO / Dr.GRPO on Qwen2-VL from one YAML recipe.
+
+The same script trains MedVLM-R1 (Pan et al., section 4.1: Qwen2-VL-2B, 600 MRI questions, format + accuracy
+rewards) and every RL row of the RL-MedVQA study (Zhu et al., arXiv:2505.13973, section 4: GRPO, + semantic judge,
++ ECR / CWR length rewards, Dr.GRPO); the recipes in `recipes/` hold all their hyper-parameters. As with `trl grpo`,
+three dataclasses are filled from the recipe and the command line (which wins): `MedVLMScriptArguments` (the data),
+`MedVLMGRPOConfig` (training) and `trl.ModelConfig` (the model, LoRA). Unlike `trl grpo`, a recipe key that none of
+them knows is an error, not something silently handed on.
+
+It runs under `accelerate launch` as well:
+
+    accelerate launch -m medvlm_trl.grpo --config recipes/.../config.yaml
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from medvlm_trl.configs import MedVLMGRPOConfig, MedVLMScriptArguments
+
+logger = logging.getLogger(__name__)
+
+PROG = "medvlm-trl grpo"
+# Keys of a recipe that are not dataclass fields but that TrlParser itself understands.
+PARSER_KEYS = {"env"}
+
+
+class RecipeError(ValueError):
+    """A recipe or command line that cannot describe a run (unknown key, missing value)."""
+
+
+def make_parser(prog: str = PROG):
+    from trl import ModelConfig, TrlParser
+
+    return TrlParser((MedVLMScriptArguments, MedVLMGRPOConfig, ModelConfig), prog=prog)
+
+
+def recipe_keys(parser) -> set[str]:
+    """Every key a recipe may set: the fields of the parser's dataclasses, plus `env`."""
+    return {f.name for dc in parser.dataclass_types for f in dataclasses.fields(dc) if f.init} | PARSER_KEYS
+
+
+def check_recipe(argv: Sequence[str], parser) -> None:
+    """Refuse a `--config` YAML with keys no dataclass knows; TrlParser would pass them on (to `accelerate`)."""
+    if "--config" not in argv:
+        return
+    index = list(argv).index("--config")
+    if index + 1 >= len(argv):
+        raise RecipeError("--config needs a YAML file")
+    path = argv[index + 1]
+    import yaml
+
+    with open(path) as fh:
+        recipe = yaml.safe_load(fh)
+    if not isinstance(recipe, dict):
+        raise RecipeError(f"{path}: a recipe must be a YAML mapping of keys to values")
+    known = recipe_keys(parser)
+    unknown = sorted(key for key in recipe if key not in known)
+    if unknown:
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise RecipeError(f"{path}: unknown recipe key(s): {', '.join(hints)}")
+
+
+def load_train_rows(script_args: MedVLMScriptArguments) -> list[dict]:
+    """Contract rows from the registry (bad rows raised, or dropped and counted), cut to `max_train_samples`."""
+    from medvlm_trl.data.registry import load_rows
+    from medvlm_trl.data.schema import SkipReport
+
+    report = SkipReport()
+    rows = load_rows(
+        script_args.dataset_name,
+        script_args.dataset_train_split,
+        data_dir=script_args.data_dir,
+        split_file=script_args.split_file,
+        skip_bad_rows=script_args.skip_bad_rows,
+        report=report,
+    )
+    if report.total:
+        logger.warning("%s", report)
+    if script_args.max_train_samples is not None:
+        rows = rows[: script_args.max_train_samples]
+    if not rows:
+        raise RecipeError(
+            f"dataset {script_args.dataset_name!r} (split {script_args.dataset_train_split!r}) has no training rows"
+        )
+    return rows
+
+
+def build_dataset(rows: list[dict], prompt_template: str):
+    """The training `Dataset`: each row with its conversational `prompt` (built by `medvlm_trl.data.prompts`)."""
+    from datasets import Dataset
+
+    from medvlm_trl.data.prompts import add_prompt
+
+    return Dataset.from_list([{**row, **add_prompt(row, prompt_template)} for row in rows])
+
+
+def check_split_overlap(rows: list[dict], script_args: MedVLMScriptArguments) -> None:
+    """Stop before the first step when training rows leak into a test manifest (id, image file, pixels, question),
+    unless `allow_split_overlap`; see `medvlm_trl.data.audit`."""
+    if not script_args.test_manifests:
+        return
+    from medvlm_trl.data.audit import assert_no_leakage
+
+    assert_no_leakage(rows, script_args.test_manifests, allow_overlap=script_args.allow_split_overlap)
+
+
+def load_model_and_processor(model_args, training_args: MedVLMGRPOConfig):
+    """Qwen2-VL with `AutoModelForImageTextToText` (ModelConfig's dtype and attention) and its processor, padding left."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from trl import get_quantization_config
+
+    if not model_args.model_name_or_path:
+        raise RecipeError("model_name_or_path is required (a model id such as Qwen/Qwen2-VL-2B-Instruct, or a path)")
+    dtype = model_args.dtype
+    if dtype not in (None, "auto"):
+        dtype = getattr(torch, dtype)
+    quantization_config = get_quantization_config(model_args)
+    kwargs: dict[str, Any] = {}
+    if quantization_config is not None:  # QLoRA: bitsandbytes needs the weights placed on this process's device
+        from accelerate import PartialState
+
+        kwargs = {"quantization_config": quantization_config, "device_map": {"": PartialState().local_process_index}}
+    model = AutoModelForImageTextToText.from_pretrained(
+        model_args.model_name_or_path,
+        revision=model_args.model_revision,
+        dtype=dtype,
+        attn_implementation=model_args.attn_implementation,
+        trust_remote_code=training_args.trust_remote_code,
+        **kwargs,
+    )
+    processor = AutoProcessor.from_pretrained(
+        model_args.model_name_or_path,
+        revision=model_args.model_revision,
+        padding_side="left",
+        trust_remote_code=training_args.trust_remote_code,
+    )
+    if model_args.model_revision != "main" and training_args.model_init_kwargs is None:
+        # TRL loads the reference model (beta > 0) from the policy's name with these kwargs: same revision.
+        training_args.model_init_kwargs = {"revision": model_args.model_revision}
+    return model, processor
+
+
+def _import_reward(path: str):
+    module_name, _, attr = path.rpartition(".")
+    sys.path.insert(0, os.getcwd())  # as `trl grpo` does, so a recipe can name a module next to it
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as err:
+        raise RecipeError(f"reward {path!r} cannot be imported: {err}") from err
+
+
+def build_reward_funcs(training_args: MedVLMGRPOConfig) -> list:
+    """The recipe's rewards in order: registry names (`format`, `accuracy`, `semantic`, `ecr`, `cwr`) or dotted paths."""
+    from medvlm_trl.rewards import get_reward_funcs
+
+    names = list(training_args.reward_funcs or [])
+    if not names:
+        raise RecipeError("reward_funcs is required, e.g. [format, accuracy] (MedVLM-R1)")
+    registry_names = [name for name in names if "." not in name]
+    from_registry = iter(
+        get_reward_funcs(
+            registry_names,
+            semantic_judge_model=training_args.semantic_judge_model,
+            semantic_judge_kwargs=training_args.semantic_judge_kwargs,
+            length_weight=training_args.length_weight,
+            length_target=training_args.length_target,
+            length_tokenizer=training_args.length_tokenizer,
+        )
+        if registry_names
+        else []
+    )
+    return [_import_reward(name) if "." in name else next(from_registry) for name in names]
+
+
+# Hyper-parameters written into the model card, besides LoRA's.
+CARD_KEYS = (
+    "loss_preset",
+    "loss_type",
+    "scale_rewards",
+    "beta",
+    "learning_rate",
+    "max_steps",
+    "num_train_epochs",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "num_generations",
+    "max_completion_length",
+    "temperature",
+    "reward_funcs",
+    "reward_weights",
+    "prompt_template",
+    "min_pixels",
+    "max_pixels",
+    "bf16",
+    "seed",
+    "use_vllm",
+)
+
+
+def write_card(script_args, training_args, model_args, rows: list[dict], recipe: str | None) -> None:
+    """The model card (`medvlm_trl.model_card`): base model, split fingerprint, recipe and hyper-parameters."""
+    from medvlm_trl.model_card import split_fingerprint, write_model_card
+
+    params = {key: getattr(training_args, key) for key in CARD_KEYS}
+    if model_args.use_peft:
+        params.update(lora_r=model_args.lora_r, lora_alpha=model_args.lora_alpha, lora_dropout=model_args.lora_dropout)
+        params["lora_target_modules"] = model_args.lora_target_modules
+    write_model_card(
+        training_args.output_dir,
+        base_model=model_args.model_name_or_path,
+        method="grpo" if training_args.loss_preset is None else training_args.loss_preset,
+        dataset_name=script_args.dataset_name,
+        split=script_args.dataset_train_split,
+        split_id=split_fingerprint(rows),
+        split_file=script_args.split_file,
+        recipe=recipe,
+        prompt_template=training_args.prompt_template,
+        hyperparameters=params,
+    )
+
+
+def train(script_args: MedVLMScriptArguments, training_args: MedVLMGRPOConfig, model_args, recipe: str | None = None):
+    """The TRL-style script body: rows, rewards, model, `MedVLMGRPOTrainer`, train; then the model, its processor and
+    its card are saved into `output_dir`. Returns the trainer."""
+    from trl import get_peft_config
+
+    from medvlm_trl.run_safety import RunInfoCallback
+    from medvlm_trl.trainer import MedVLMGRPOTrainer
+
+    reward_funcs = build_reward_funcs(training_args)
+    rows = load_train_rows(script_args)
+    check_split_overlap(rows, script_args)
+    dataset = build_dataset(rows, training_args.prompt_template)
+    model, processor = load_model_and_processor(model_args, training_args)
+    trainer = MedVLMGRPOTrainer(
+        model=model,
+        reward_funcs=reward_funcs,
+        args=training_args,
+        train_dataset=dataset,
+        processing_class=processor,
+        peft_config=get_peft_config(model_args),  # None: full fine-tuning
+    )
+    trainer.add_callback(RunInfoCallback(script_args))
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    # The processor is saved too, with the pixel bounds of training, so evaluation sees images as training did.
+    trainer.save_model(training_args.output_dir)
+    if trainer.accelerator.is_main_process:
+        write_card(script_args, training_args, model_args, rows, recipe)
+    return trainer
+
+
+def config_path(argv: Sequence[str]) -> str | None:
+    """The `--config` file named in `argv`, recorded in the model card."""
+    argv = list(argv)
+    return argv[argv.index("--config") + 1] if "--config" in argv[:-1] else None
+
+
+def parse_args(argv: Sequence[str] | None = None):
+    """(script_args, training_args, model_args) from `--config RECIPE.yaml` and `--key value` overrides."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = make_parser()
+    check_recipe(argv, parser)
+    return parser.parse_args_and_config(args=argv, fail_with_unknown_args=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`medvlm-trl grpo --config RECIPE.yaml [--key value ...]`; a bad recipe, bad data or a refused output folder
+    ends with one line naming the problem (exit status 2), not a traceback."""
+    from medvlm_trl.data.audit import LeakageError
+    from medvlm_trl.data.images import ImageLoadError
+    from medvlm_trl.data.schema import BadRowError
+    from medvlm_trl.run_safety import RunSafetyError, prepare_run
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        script_args, training_args, model_args = parse_args(argv)
+        # One run per output dir; resume only from a whole checkpoint; a run record next to every checkpoint.
+        prepare_run(training_args, script_args, argv=argv)
+    except (ValueError, OSError) as err:  # RecipeError and RunSafetyError are ValueErrors
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 2
+    try:
+        trainer = train(script_args, training_args, model_args, recipe=config_path(argv))
+    except (RecipeError, RunSafetyError, BadRowError, ImageLoadError, LeakageError) as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 2
+    trainer.accelerator.print(f"saved the model, its processor and its card to {training_args.output_dir}")
+    trainer.end()  # finish the trackers, destroy the process group
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
