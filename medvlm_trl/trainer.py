@@ -27,6 +27,7 @@ from accelerate.utils import gather_object
 from trl import GRPOTrainer
 
 from medvlm_trl.data.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, PATCH_FACTOR, prepare_image
+from medvlm_trl.vllm_compat import VLLMColocatePromptMixin
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ logger = logging.getLogger(__name__)
 LOGGED_ROW_COLUMNS = ("id", "modality")
 
 
-class MedVLMGRPOTrainer(GRPOTrainer):
+class MedVLMGRPOTrainer(VLLMColocatePromptMixin, GRPOTrainer):
     """GRPO / Dr.GRPO for Qwen2-VL on medical multiple-choice VQA (MedVLM-R1, section 3; RL-MedVQA study, section 3).
 
     Takes the same arguments as `trl.GRPOTrainer`. With a `MedVLMGRPOConfig`, its `min_pixels` / `max_pixels` bound
