@@ -262,3 +262,52 @@ def test_a_manifest_without_dataset_and_a_missing_split_are_clear_errors(tmp_pat
     assert "split file not found" in capsys.readouterr().err
     assert main(["--model", "m", "--batch_size", "0"]) == 2
     assert "batch_size must be a positive integer" in capsys.readouterr().err
+
+
+def test_images_reach_the_model_at_the_prepared_size(tiny_vlm, monkeypatch):
+    """--max_pixels above the processor's own bound: the image is resized once, by prepare_image, not again."""
+    import torch
+
+    from medvlm_trl.data.images import prepare_image
+    from medvlm_trl.data.prompts import build_prompt
+
+    max_pixels = 4 * TINY_MAX_PIXELS
+    generator = HFGenerator(tiny_vlm, max_new_tokens=1, min_pixels=TINY_MIN_PIXELS, max_pixels=max_pixels, device="cpu")
+    row = max(load_sample("test"), key=lambda r: Image.open(r["image"]).width * Image.open(r["image"]).height)
+    image = prepare_image(row["image"], TINY_MIN_PIXELS, max_pixels, row["id"])
+    assert image.width * image.height > TINY_MAX_PIXELS  # the processor's own bound would shrink it
+    seen = {}
+
+    def spy(**inputs):
+        seen.update(inputs)
+        return torch.cat([inputs["input_ids"], inputs["input_ids"][:, -1:]], dim=1)
+
+    monkeypatch.setattr(generator.model, "generate", spy)
+    generator([build_prompt(row["question"], row["options"], "r1")], [[image]])
+    assert seen["image_grid_thw"].tolist() == [[1, image.height // 14, image.width // 14]]
+    assert (seen["input_ids"] == generator.model.config.image_token_id).sum() == image.width * image.height // 28**2
+
+
+def test_only_qwen2_vl_style_processors_get_pixel_bounds(tiny_vlm):
+    from transformers import AutoProcessor, CLIPImageProcessor
+
+    from medvlm_trl.eval.run import _size_kwargs
+
+    class LlavaLike:
+        image_processor = CLIPImageProcessor()  # its shortest_edge is a side length, not a pixel count
+
+    assert _size_kwargs(LlavaLike(), 3136, 401408) == {}
+    qwen = AutoProcessor.from_pretrained(tiny_vlm)
+    assert _size_kwargs(qwen, 3136, 401408) == {"size": {"shortest_edge": 3136, "longest_edge": 401408}}
+
+
+def test_a_complete_last_line_without_its_newline_is_kept(tmp_path):
+    rows = make_rows(tmp_path)
+    out = tmp_path / "run"
+    evaluate(rows[:3], Scripted({}), out, progress=False)
+    path = out / "predictions.jsonl"
+    path.write_text(path.read_text().rstrip("\n"))  # killed between the record and its newline
+    again = Scripted({})
+    evaluate(rows, again, out, progress=False)
+    assert again.asked == [r["question"] for r in rows[3:]]
+    assert [r["id"] for r in lines(path)] == [r["id"] for r in rows]

@@ -242,12 +242,11 @@ def load_eval_rows(
                 )
             )
         rows = _read_rows_file(path)
-        if rows and all("solution" in r and "problem" in r for r in rows[:5]) and "answer" in rows[0]:
-            if not (isinstance(rows[0]["answer"], str) and len(rows[0]["answer"]) == 1):
-                raise EvalInputError(
-                    f"{path} holds HuatuoGPT-Vision / MedVLM-R1 manifest rows (`problem`, `solution`), not contract "
-                    "rows; pass --dataset huatuo so the data layer converts them"
-                )
+        if rows and {"problem", "solution"} <= rows[0].keys():  # the upstream schema, whose `answer` is option text
+            raise EvalInputError(
+                f"{path} holds HuatuoGPT-Vision / MedVLM-R1 manifest rows (`problem`, `solution`), not contract rows; "
+                "pass --dataset huatuo so the data layer converts them"
+            )
         root = Path(data_dir) if data_dir else path.parent
         rows = [_absolute_images(r, root) for r in rows]
         return list(filter_rows(rows, skip_bad_rows=skip_bad_rows, report=report))
@@ -277,11 +276,16 @@ def _torch_dtype(torch, dtype: str, device) -> Any:
 
 
 def _size_kwargs(processor, min_pixels: int, max_pixels: int) -> dict:
-    """The processor-call kwargs that set Qwen2-VL's pixel bounds (shortest_edge / longest_edge are pixel counts for
-    Qwen2-VL-style image processors); other processors keep their own sizing."""
-    size = getattr(getattr(processor, "image_processor", None), "size", None)
-    keys = set(size.keys()) if hasattr(size, "keys") else set(vars(size)) if size is not None else set()
-    if {"shortest_edge", "longest_edge"} <= keys:
+    """The processor-call kwargs that set the pixel bounds, for Qwen2-VL-style image processors (those that merge
+    patches, whose `size` holds pixel counts as `shortest_edge` / `longest_edge`); other processors keep their own
+    sizing, since their `shortest_edge` is a side length, not a pixel count."""
+    image_processor = getattr(processor, "image_processor", None)
+    size = getattr(image_processor, "size", None)
+
+    def get(key: str):
+        return size.get(key) if isinstance(size, dict) else getattr(size, key, None)
+
+    if hasattr(image_processor, "merge_size") and get("shortest_edge") and get("longest_edge"):
         return {"size": {"shortest_edge": min_pixels, "longest_edge": max_pixels}}
     return {}
 
