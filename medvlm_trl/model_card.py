@@ -17,6 +17,7 @@ import hashlib
 import os
 import re
 from collections.abc import Iterable, Mapping
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ PAPERS = {
 }
 METHODS = {
     "grpo": "GRPO (TRL `GRPOTrainer`)",
+    "dr_grpo": "Dr.GRPO (TRL `GRPOTrainer`, `loss_type: dr_grpo`)",
     "sft": "supervised fine-tuning (TRL `SFTTrainer`)",
     "dpo": "direct preference optimisation (TRL `DPOTrainer`)",
 }
@@ -55,6 +57,8 @@ def split_fingerprint(rows: Iterable[Mapping[str, Any]]) -> str:
 
 def _plain(value: Any) -> Any:
     """Hyper-parameters as YAML-safe plain values (enums and paths as strings)."""
+    if isinstance(value, Enum):  # TrainingArguments' enums are `str` subclasses that YAML cannot represent
+        return _plain(value.value)
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -87,8 +91,8 @@ def _render(meta: dict) -> str:
     lines += ["", "## Results", ""]
     results = info.get("results") or {}
     if results:
-        lines += ["| test set | accuracy |", "|---|---|"]
-        lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in results.items()]
+        lines += ["| test set | accuracy (%) |", "|---|---|"]
+        lines += [f"| {k} | {v:.2f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in results.items()]
         if info.get("results_note"):
             lines += ["", info["results_note"]]
     else:
@@ -164,8 +168,10 @@ def read_model_card(output_dir: str | os.PathLike) -> dict:
     return meta[CARD_KEY]
 
 
-def add_results(output_dir: str | os.PathLike, results: Mapping[str, Any], note: str | None = None) -> Path:
-    """Merge test accuracies into an existing card and re-render it."""
+def add_results(
+    output_dir: str | os.PathLike, results: Mapping[str, Any], note: str | None = None, paper: str | None = None
+) -> Path:
+    """Merge test accuracies (%) into an existing card and re-render it; `paper` names the table the run belongs to."""
     path = Path(output_dir) / CARD_NAME
     meta = yaml.safe_load(_FRONT_MATTER.match(path.read_text()).group(1)) if path.is_file() else None
     if not isinstance(meta, dict) or CARD_KEY not in meta:
@@ -174,5 +180,7 @@ def add_results(output_dir: str | os.PathLike, results: Mapping[str, Any], note:
     info["results"] = {**(info.get("results") or {}), **_plain(dict(results))}
     if note:
         info["results_note"] = note
+    if paper:
+        info["paper"] = paper
     path.write_text(_render(meta))
     return path

@@ -1,0 +1,681 @@
+"""`medvlm-trl reproduce-table1 --paper medvlm_r1|rl_medvqa --profile full|tiny`: every row of a paper's Table 1.
+
+For each row of the paper's table (the rows, in order, of `medvlm_trl/resources/paper_results.json`, plus any other
+recipe in the paper's folder) it trains the row if the row trains, evaluates it, and then renders the table with
+`medvlm-trl table`. One YAML recipe per row, in `recipes/<paper>/<row>.yaml`; the file name says what runs it:
+
+| file name    | command              | recipe keys                                                          |
+|--------------|----------------------|----------------------------------------------------------------------|
+| `zero_shot_*`| `medvlm-trl eval`    | `kind: eval` plus `medvlm-trl eval` arguments (`model`, `prompt`, ...) |
+| `sft_*`      | `medvlm-trl sft`     | `BaselineScriptArguments`, TRL's `SFTConfig`, `ModelConfig`           |
+| `dpo_*`      | `medvlm-trl dpo`     | `DPOScriptArguments`, TRL's `DPOConfig`, `ModelConfig`                |
+| `grpo_*`, `dr_grpo_*` | `medvlm-trl grpo` | `MedVLMScriptArguments`, `MedVLMGRPOConfig`, `ModelConfig`     |
+
+`recipes/<paper>/protocol.yaml` (`kind: protocol`) is how the paper tests every row: the test split and the
+`medvlm-trl eval` settings all rows share, and the accelerate config training rows are launched with. A trained row
+is evaluated from its output folder with the prompt it was trained with. MedVLM-R1's random-guess row is computed by
+the table from the test rows, never run.
+
+Outputs, under `--output-dir` (default `runs/<paper>/<profile>`): `recipes/<row>.yaml` (the recipe as run, after the
+profile's overrides), `models/<row>/` (trained model, processor, model card with the test results), `results/<row>/`
+(`medvlm-trl eval`'s predictions and summary) and `table1_<paper>.md|csv|png`. Re-running skips every row whose
+results exist (a row whose training was cut off resumes from its last whole checkpoint); `--force` redoes them. A
+row that fails is reported and reads `missing` in the table; nothing is filled in for it.
+
+Profiles:
+
+- `full`: the recipes as written: hub models, the papers' data and splits (`medvlm-trl make-split` first), bf16,
+  vLLM. Each step runs in its own process (so every row starts with the GPU memory free), training under
+  `accelerate launch --config_file recipes/accelerate/<protocol's accelerate_config>`.
+- `tiny`: the same recipes with one documented override set (`TINY_TRAIN_OVERRIDES`, `TINY_EVAL_OVERRIDES`) that
+  swaps in the tiny offline Qwen2-VL (`medvlm_trl.tiny`), the embedded sample set and a handful of steps, so that the
+  whole pipeline of every recipe runs on a CPU in minutes. Its table measures nothing and says so at its top.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PAPERS = ("medvlm_r1", "rl_medvqa")
+PROFILES = ("full", "tiny")
+PROTOCOL_FILE = "protocol.yaml"
+# Which command runs a recipe, from its file name (longest prefix first).
+COMMAND_PREFIXES = (("zero_shot_", "eval"), ("dr_grpo_", "grpo"), ("grpo_", "grpo"), ("sft_", "sft"), ("dpo_", "dpo"))
+TRAIN_COMMANDS = ("sft", "dpo", "grpo")
+# Protocol keys that are not `medvlm-trl eval` arguments.
+PROTOCOL_KEYS = {"kind", "accelerate_config"}
+# Eval arguments that belong to the paper's protocol (the same test rows for every row) or to this runner.
+PROTOCOL_ONLY_EVAL_KEYS = {"split", "dataset", "data_dir", "out", "overwrite"}
+
+
+class _WhenSet:
+    """An override applied only where the recipe sets the key (e.g. a judge model only for rows that use one)."""
+
+    def __init__(self, value: Any):
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"when set: {self.value!r}"
+
+
+class _Tiny:
+    """Placeholder for a tiny model's path, resolved (and the model built, seconds) only when the profile is used."""
+
+    def __init__(self, which: str):
+        self.which = which
+
+    def resolve(self) -> str:
+        from medvlm_trl.tiny import tiny_causal_lm_path, tiny_vlm_path
+
+        return str(tiny_vlm_path() if self.which == "vlm" else tiny_causal_lm_path())
+
+    def __repr__(self) -> str:
+        return f"<tiny {self.which}>"
+
+
+def _tiny_pixels() -> tuple[int, int]:
+    from medvlm_trl.tiny import TINY_MAX_PIXELS, TINY_MIN_PIXELS
+
+    return TINY_MIN_PIXELS, TINY_MAX_PIXELS
+
+
+TINY_STEPS = 2
+TINY_TRAIN_ROWS = 8
+TINY_EVAL_ROWS = 12
+TINY_NEW_TOKENS = 8
+# The tiny profile's overrides of a training recipe. Each applies where the recipe's dataclasses know the key (so
+# `num_generations` touches GRPO recipes only); None resets a key to its default.
+TINY_TRAIN_OVERRIDES: dict[str, Any] = {
+    # model: the tiny random-weight Qwen2-VL, in float32 (CPU)
+    "model_name_or_path": _Tiny("vlm"),
+    "dtype": "float32",
+    "bf16": False,
+    "gradient_checkpointing": False,
+    # data: the embedded sample set instead of the papers' data and split files
+    "dataset_name": "sample",
+    "dataset_train_split": "train",
+    "data_dir": None,
+    "split_file": None,
+    "test_manifests": None,
+    "max_train_samples": TINY_TRAIN_ROWS,
+    "min_pixels": "tiny_min_pixels",
+    "max_pixels": "tiny_max_pixels",
+    # a handful of steps on one process, no DeepSpeed (the tiny profile never goes through accelerate launch)
+    "max_steps": TINY_STEPS,
+    "per_device_train_batch_size": 2,
+    "gradient_accumulation_steps": 1,
+    "save_strategy": "no",
+    "logging_steps": 1,
+    "report_to": "none",
+    # GRPO: two completions of a few tokens, generated by the policy itself (no vLLM on a CPU)
+    "num_generations": 2,
+    "max_completion_length": TINY_NEW_TOKENS,
+    "use_vllm": False,
+    # the semantic judge becomes the tiny causal LM, where a recipe has one; length rewards count words
+    "semantic_judge_model": _WhenSet(_Tiny("lm")),
+    "semantic_judge_kwargs": None,
+    "length_tokenizer": None,
+}
+# The tiny profile's overrides of every evaluation (the protocol's settings and a zero-shot recipe's model).
+TINY_EVAL_OVERRIDES: dict[str, Any] = {
+    "model": _Tiny("vlm"),  # zero-shot rows; a trained row's model is its own output folder
+    "dataset": None,
+    "split": "sample",
+    "data_dir": None,
+    "limit": TINY_EVAL_ROWS,
+    "max_new_tokens": TINY_NEW_TOKENS,
+    "backend": "hf",
+    "dtype": "float32",
+    "device": "cpu",
+    "min_pixels": "tiny_min_pixels",
+    "max_pixels": "tiny_max_pixels",
+    "metrics": "token_length",  # the appendix-B metrics need hub models; token length needs only the tokenizer
+    "trust_remote_code": False,
+    "progress": False,
+}
+TINY_BANNER = (
+    "> **Tiny profile.** Every row above ran end to end on a tiny random-weight Qwen2-VL and the embedded sample set "
+    "(a few steps, a few test questions), to check the pipeline. These numbers measure nothing about the papers' "
+    "models; run `make reproduce-table1 PROFILE=full` for the real table.\n\n"
+)
+
+
+class ReproduceError(ValueError):
+    """A recipe folder, recipe or protocol that cannot describe a table row."""
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Recipes
+
+
+def recipes_root() -> Path:
+    """`recipes/` of the source tree (an editable install), else of the working directory."""
+    here = Path(__file__).resolve().parents[1] / "recipes"
+    return here if here.is_dir() else Path.cwd() / "recipes"
+
+
+def command_for(path: str | os.PathLike) -> str:
+    """The command that runs a recipe, from its file name (see the module docstring)."""
+    name = Path(path).name
+    for prefix, command in COMMAND_PREFIXES:
+        if name.startswith(prefix):
+            return command
+    raise ReproduceError(
+        f"{name}: a recipe's name must start with one of {[p for p, _ in COMMAND_PREFIXES]} (it says what runs it)"
+    )
+
+
+def load_yaml(path: str | os.PathLike) -> dict:
+    with open(path) as fh:
+        data = yaml.safe_load(fh)
+    if not isinstance(data, dict):
+        raise ReproduceError(f"{path}: a recipe must be a YAML mapping of keys to values")
+    return data
+
+
+def make_parser(command: str):
+    """The TrlParser of a training command, exactly as its `main` builds it."""
+    if command == "grpo":
+        from medvlm_trl.grpo import make_parser as grpo_parser
+
+        return grpo_parser()
+    if command == "sft":
+        from medvlm_trl.sft import make_parser as sft_parser
+
+        return sft_parser()
+    if command == "dpo":
+        from medvlm_trl.dpo import make_dpo_parser
+
+        return make_dpo_parser()
+    raise ReproduceError(f"{command!r} is not a training command ({TRAIN_COMMANDS})")
+
+
+def training_keys(command: str) -> set[str]:
+    from medvlm_trl.grpo import recipe_keys
+
+    return recipe_keys(make_parser(command))
+
+
+def eval_keys() -> set[str]:
+    from medvlm_trl.eval.run import EvalArguments
+
+    return {f.name for f in dataclasses.fields(EvalArguments)}
+
+
+def _unknown(keys, known: set[str], where: str) -> None:
+    import difflib
+
+    unknown = sorted(k for k in keys if k not in known)
+    if unknown:
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise ReproduceError(f"{where}: unknown key(s) {', '.join(hints)}")
+
+
+def load_protocol(paper_dir: str | os.PathLike) -> dict:
+    """`protocol.yaml`: `kind: protocol`, `medvlm-trl eval` arguments shared by every row, and `accelerate_config`."""
+    path = Path(paper_dir) / PROTOCOL_FILE
+    if not path.is_file():
+        raise ReproduceError(f"{path}: missing; it says how every row of the table is tested")
+    data = load_yaml(path)
+    if data.get("kind") != "protocol":
+        raise ReproduceError(f"{path}: expected `kind: protocol`, got {data.get('kind')!r}")
+    _unknown(data, eval_keys() - {"model", "prompt", "out"} | PROTOCOL_KEYS, str(path))
+    if "split" not in data:
+        raise ReproduceError(f"{path}: `split` (the test split every row is scored on) is required")
+    return data
+
+
+def eval_settings(protocol: dict) -> dict:
+    return {k: v for k, v in protocol.items() if k not in PROTOCOL_KEYS}
+
+
+def load_eval_recipe(path: str | os.PathLike, protocol: dict) -> dict:
+    """A zero-shot row: `kind: eval`, `model`, `prompt` and any `medvlm-trl eval` argument except the test split's."""
+    data = load_yaml(path)
+    if data.get("kind") != "eval":
+        raise ReproduceError(f"{path}: a zero-shot recipe starts with `kind: eval`, got {data.get('kind')!r}")
+    body = {k: v for k, v in data.items() if k != "kind"}
+    _unknown(body, eval_keys() - PROTOCOL_ONLY_EVAL_KEYS, str(path))
+    for key in ("model", "prompt"):
+        if key not in body:
+            raise ReproduceError(f"{path}: `{key}` is required")
+    return body
+
+
+def check_eval_arguments(settings: dict, where: str):
+    """Build `EvalArguments` from merged settings: its own checks name the bad value."""
+    from medvlm_trl.eval.run import EvalArguments
+
+    try:
+        return EvalArguments(**settings)
+    except (TypeError, ValueError) as err:
+        raise ReproduceError(f"{where}: {err}") from err
+
+
+def parse_training_recipe(path: str | os.PathLike, command: str | None = None, overrides: Sequence[str] = ()):
+    """Parse a training recipe exactly as its command would (unknown keys refused); returns the dataclasses."""
+    from medvlm_trl.grpo import RecipeError, check_recipe
+
+    command = command or command_for(path)
+    parser = make_parser(command)
+    argv = ["--config", str(path), *overrides]
+    try:
+        check_recipe(argv, parser)
+        return parser.parse_args_and_config(argv, fail_with_unknown_args=True)
+    except RecipeError as err:
+        raise ReproduceError(str(err)) from err
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Rows and profiles
+
+
+@dataclass
+class Row:
+    """One row of a paper's Table 1."""
+
+    key: str
+    label: str
+    command: str  # eval / sft / dpo / grpo, or "computed"
+    recipe: Path | None = None
+    computed: str | None = None
+
+
+def table_rows(paper: str, recipes_dir: str | os.PathLike | None = None) -> list[Row]:
+    """The paper's rows in the table's order, then any other recipe of its folder (sorted)."""
+    from medvlm_trl.eval.table import load_paper_results
+
+    if paper not in PAPERS:
+        raise ReproduceError(f"unknown paper {paper!r}; choose one of {list(PAPERS)}")
+    folder = Path(recipes_dir or recipes_root()) / paper
+    if not folder.is_dir():
+        raise ReproduceError(f"recipe folder not found: {folder}")
+    files = {p.stem: p for p in sorted(folder.glob("*.yaml")) if p.name != PROTOCOL_FILE}
+    rows = []
+    for spec in load_paper_results()[paper]["rows"]:
+        key = spec["key"]
+        if spec.get("computed"):
+            rows.append(Row(key, spec["label"], "computed", computed=spec["computed"]))
+        elif key in files:
+            rows.append(Row(key, spec["label"], command_for(files.pop(key)), recipe=folder / f"{key}.yaml"))
+        else:
+            raise ReproduceError(f"the {paper} table has a row {key!r} but {folder} has no {key}.yaml")
+    rows += [Row(key, key, command_for(path), recipe=path) for key, path in sorted(files.items())]
+    return rows
+
+
+def _resolve(value: Any, pixels: tuple[int, int]) -> Any:
+    if isinstance(value, _Tiny):
+        return value.resolve()
+    if value == "tiny_min_pixels":
+        return pixels[0]
+    if value == "tiny_max_pixels":
+        return pixels[1]
+    return value
+
+
+def apply_overrides(recipe: dict, overrides: dict, known: set[str]) -> dict:
+    """`recipe` with each override whose key `known` holds (a `_WhenSet` one only where the recipe sets it)."""
+    pixels = _tiny_pixels()
+    out = dict(recipe)
+    for key, value in overrides.items():
+        if key not in known:
+            continue
+        if isinstance(value, _WhenSet):
+            if out.get(key) is None:
+                continue
+            value = value.value
+        out[key] = _resolve(value, pixels)
+    return out
+
+
+def _prompt_of(command: str, recipe: dict) -> str:
+    """The prompt a trained row is tested with: the one it was trained with (each command's default otherwise)."""
+    if "prompt_template" in recipe:
+        return recipe["prompt_template"]
+    parser = make_parser(command)
+    for dc in parser.dataclass_types:
+        for f in dataclasses.fields(dc):
+            if f.name == "prompt_template":
+                return f.default
+    raise ReproduceError(f"cannot tell which prompt a {command} row is tested with")
+
+
+@dataclass
+class Step:
+    """One command of the plan: its argv (after `medvlm-trl`), whether it is done already, and where it writes."""
+
+    row: str
+    kind: str  # "train" or "eval"
+    argv: list[str]
+    config: Path
+    out: Path
+    launcher: list[str] = field(default_factory=list)
+    skip: str | None = None  # why it need not run
+
+
+@dataclass
+class Plan:
+    paper: str
+    profile: str
+    root: Path
+    rows: list[Row]
+    steps: list[Step]
+    notes: list[str]
+
+
+def _write_yaml(path: Path, data: dict, header: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(header + yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def _training_state(model_dir: Path) -> tuple[str, dict]:
+    """ "done" (model + our card), "resume" (a whole checkpoint), "restart" (a run cut short before one) or "new"."""
+    from medvlm_trl.model_card import read_model_card
+    from medvlm_trl.run_safety import last_complete_checkpoint, looks_like_run_dir
+
+    if (model_dir / "config.json").is_file():
+        try:
+            read_model_card(model_dir)
+            return "done", {}
+        except (OSError, ValueError):
+            pass
+    checkpoint = last_complete_checkpoint(model_dir) if model_dir.is_dir() else None
+    if checkpoint is not None:
+        return "resume", {"resume_from_checkpoint": str(checkpoint)}
+    if looks_like_run_dir(model_dir):
+        return "restart", {"overwrite_output_dir": True}
+    return "new", {}
+
+
+def _eval_done(out: Path) -> bool:
+    try:
+        summary = json.loads((out / "summary.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return bool(summary.get("complete"))
+
+
+def make_plan(
+    paper: str,
+    profile: str,
+    output_dir: str | os.PathLike | None = None,
+    recipes_dir: str | os.PathLike | None = None,
+    only: Sequence[str] | None = None,
+    force: bool = False,
+) -> Plan:
+    """Validate every recipe of the paper, apply the profile, write the recipes as run, and list the steps."""
+    if profile not in PROFILES:
+        raise ReproduceError(f"unknown profile {profile!r}; choose one of {list(PROFILES)}")
+    recipes_dir = Path(recipes_dir or recipes_root())
+    rows = table_rows(paper, recipes_dir)
+    if only:
+        unknown = sorted(set(only) - {r.key for r in rows})
+        if unknown:
+            raise ReproduceError(f"no row(s) {unknown} in the {paper} table; rows: {[r.key for r in rows]}")
+        rows = [r for r in rows if r.key in set(only)]
+    root = Path(output_dir) if output_dir is not None else Path("runs") / paper / profile
+    protocol = load_protocol(recipes_dir / paper)
+    base_eval = eval_settings(protocol)
+    launcher: list[str] = []
+    if profile == "full":
+        accelerate_config = recipes_dir / "accelerate" / protocol.get("accelerate_config", "single_gpu.yaml")
+        if not accelerate_config.is_file():
+            raise ReproduceError(
+                f"{recipes_dir / paper / PROTOCOL_FILE}: accelerate config {accelerate_config} not found"
+            )
+        launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config)]
+    steps: list[Step] = []
+    notes: list[str] = []
+    for row in rows:
+        if row.command == "computed":
+            notes.append(f"{row.key}: computed by the table from the test rows ({row.computed}), not run")
+            continue
+        header = f"# {row.recipe} as run by `medvlm-trl reproduce-table1 --paper {paper} --profile {profile}`\n"
+        if profile == "tiny":
+            header += "# with the tiny profile's overrides (medvlm_trl.reproduce.TINY_*_OVERRIDES)\n"
+        results = root / "results" / row.key
+        trained_now = False
+        if row.command == "eval":
+            recipe = load_eval_recipe(row.recipe, protocol)
+            settings = {**base_eval, **recipe}
+            if profile == "tiny":
+                settings = apply_overrides(settings, TINY_EVAL_OVERRIDES, eval_keys())
+        else:
+            recipe = load_yaml(row.recipe)
+            parse_training_recipe(row.recipe, row.command, _cpu_overrides(recipe))  # refuse a bad recipe up front
+            model_dir = root / "models" / row.key
+            run = {**recipe, "output_dir": str(model_dir)}
+            if profile == "tiny":
+                run = apply_overrides(run, TINY_TRAIN_OVERRIDES, training_keys(row.command))
+            # run_safety refuses a non-empty output_dir unless told to resume or overwrite it.
+            state, extra = ("forced", {"overwrite_output_dir": True}) if force else _training_state(model_dir)
+            run.update({k: v for k, v in extra.items() if k in training_keys(row.command)})
+            config = _write_yaml(root / "recipes" / f"{row.key}.yaml", run, header)
+            skip = "trained already" if state == "done" else None
+            trained_now = skip is None
+            steps.append(
+                Step(row.key, "train", [row.command, "--config", str(config)], config, model_dir, launcher, skip)
+            )
+            settings = {**base_eval, "model": str(model_dir), "prompt": _prompt_of(row.command, run)}
+            if profile == "tiny":
+                tiny = {k: v for k, v in TINY_EVAL_OVERRIDES.items() if k != "model"}
+                settings = apply_overrides(settings, tiny, eval_keys())
+        settings["out"] = str(results)
+        if force or trained_now:
+            settings["overwrite"] = True  # predictions of an older model must not be resumed
+        check_eval_arguments(settings, str(row.recipe))
+        config = _write_yaml(root / "eval" / f"{row.key}.yaml", settings, header)
+        skip = "evaluated already" if _eval_done(results) and not settings.get("overwrite") else None
+        steps.append(Step(row.key, "eval", ["eval", "--config", str(config)], config, results, [], skip))
+    return Plan(paper, profile, root, rows, steps, notes)
+
+
+def _has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _cpu_overrides(recipe: dict) -> list[str]:
+    """`--bf16 false` when no GPU is visible: TrainingArguments refuses bf16 on a CPU-only machine even to parse."""
+    return [] if not recipe.get("bf16") or _has_gpu() else ["--bf16", "false"]
+
+
+def missing_inputs(plan: Plan) -> list[str]:
+    """Split files and manifests the plan's steps read that do not exist (full profile: run make-split first)."""
+    missing = []
+    for step in plan.steps:
+        data = load_yaml(step.config)
+        paths = [data.get("split_file"), *(data.get("test_manifests") or [])]
+        split = data.get("split") if step.kind == "eval" else None
+        if split and (split.endswith((".json", ".jsonl")) or os.sep in split):
+            paths.append(split)
+        missing += [f"{step.row}: {p}" for p in paths if p and not Path(p).exists()]
+    return missing
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Running
+
+
+def _run_in_process(argv: list[str]) -> int:
+    """The tiny profile: one Python process for every step (imports once; the models are small)."""
+    from medvlm_trl import cli
+
+    saved = sys.argv
+    try:
+        return cli.main(argv)
+    finally:
+        sys.argv = saved
+
+
+def step_command(step: Step) -> list[str]:
+    """The full profile's process for a step: training under `accelerate launch`, evaluation in a plain Python."""
+    if step.kind == "train" and step.launcher:
+        return [*step.launcher, "-m", "medvlm_trl.cli", *step.argv]
+    return [sys.executable, "-m", "medvlm_trl.cli", *step.argv]
+
+
+def command_line(step: Step, profile: str) -> str:
+    """The step as a person would type it."""
+    if profile == "full" and step.kind == "train" and step.launcher:
+        return " ".join(["accelerate", "launch", *step_command(step)[3:]])
+    return " ".join(["medvlm-trl", *step.argv])
+
+
+def _record_results(plan: Plan, row: str) -> None:
+    """Copy a trained row's test accuracies into its model card."""
+    from medvlm_trl.model_card import add_results
+
+    model_dir = plan.root / "models" / row
+    summary_path = plan.root / "results" / row / "summary.json"
+    if not (model_dir / "README.md").is_file() or not summary_path.is_file():
+        return
+    summary = json.loads(summary_path.read_text())
+    results = {name: group["accuracy"] for name, group in summary.get("modalities", {}).items()}
+    results["overall"] = summary.get("overall", {}).get("accuracy")
+    if summary.get("average") is not None:
+        results["average of modalities"] = summary["average"]
+    config = summary.get("config", {})
+    note = (
+        f"Accuracy (%) from `medvlm-trl eval` on `{config.get('split')}` ({summary.get('rows')} questions), prompt "
+        f"`{config.get('prompt')}`, {config.get('scoring')} scoring; Table 1 of {plan.paper}, profile {plan.profile}."
+    )
+    add_results(model_dir, results, note=note, paper=plan.paper)
+
+
+@dataclass
+class Outcome:
+    row: str
+    kind: str
+    status: str  # "ran", "skipped", "failed", "blocked"
+    detail: str = ""
+    seconds: float = 0.0
+
+
+def run_plan(plan: Plan, in_process: bool | None = None) -> list[Outcome]:
+    """Run the plan's steps in order; a failed training blocks its row's evaluation, other rows go on."""
+    in_process = plan.profile == "tiny" if in_process is None else in_process
+    outcomes: list[Outcome] = []
+    failed_rows: set[str] = set()
+    for step in plan.steps:
+        if step.row in failed_rows:
+            outcomes.append(Outcome(step.row, step.kind, "blocked", "its training failed"))
+            continue
+        if step.skip:
+            outcomes.append(Outcome(step.row, step.kind, "skipped", step.skip))
+            if step.kind == "eval":
+                _record_results(plan, step.row)
+            continue
+        print(f"\n=== {plan.paper} / {step.row}: {step.kind} ===\n{command_line(step, plan.profile)}", flush=True)
+        start = time.monotonic()
+        detail = ""
+        try:
+            code = _run_in_process(step.argv) if in_process else subprocess.call(step_command(step))
+        except Exception as err:  # one row's crash must not stop the others, and must be reported
+            traceback.print_exc()
+            code, detail = 1, f"{type(err).__name__}: {err}"
+        if code == 0 and step.kind == "train" and _training_state(step.out)[0] != "done":
+            # Every training command ends by writing the model card; it is also what marks a row as trained.
+            code, detail = 1, f"no model and model card in {step.out} after training"
+        if code == 0 and step.kind == "eval" and not _eval_done(step.out):
+            code, detail = 1, "the evaluation did not cover every test question"
+        elapsed = time.monotonic() - start
+        if code != 0:
+            failed_rows.add(step.row)
+            outcomes.append(Outcome(step.row, step.kind, "failed", detail or f"exit status {code}", elapsed))
+            continue
+        outcomes.append(Outcome(step.row, step.kind, "ran", "", elapsed))
+        if step.kind == "eval":
+            _record_results(plan, step.row)
+    return outcomes
+
+
+def render_table(plan: Plan) -> dict[str, Path]:
+    """`medvlm-trl table` over the results folder; the tiny profile's Markdown says at its top what it is."""
+    from medvlm_trl.eval.table import write_table
+
+    results = plan.root / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    paths = write_table(plan.paper, results, plan.root)
+    if plan.profile == "tiny":
+        paths["markdown"].write_text(TINY_BANNER + paths["markdown"].read_text())
+    return paths
+
+
+def format_outcomes(outcomes: Sequence[Outcome]) -> str:
+    lines = [f"{'row':<40} {'step':<6} {'status':<8} {'time':>7}  detail"]
+    for o in outcomes:
+        lines.append(f"{o.row:<40} {o.kind:<6} {o.status:<8} {o.seconds:>6.0f}s  {o.detail}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`medvlm-trl reproduce-table1 --paper PAPER --profile full|tiny [--output-dir DIR] [--rows a,b] [--force]`."""
+    parser = argparse.ArgumentParser(prog="medvlm-trl reproduce-table1", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--paper", choices=PAPERS, required=True)
+    parser.add_argument("--profile", choices=PROFILES, default="full")
+    parser.add_argument("--output-dir", default=None, help="default: runs/<paper>/<profile>")
+    parser.add_argument("--recipes-dir", default=None, help="default: the recipes/ folder of this source tree")
+    parser.add_argument("--rows", default=None, help="comma-separated row keys to run (default: every row)")
+    parser.add_argument("--force", action="store_true", help="redo rows whose results exist")
+    parser.add_argument("--dry-run", action="store_true", help="validate every recipe and print the plan only")
+    args = parser.parse_args(argv)
+    only = [r.strip() for r in args.rows.split(",") if r.strip()] if args.rows else None
+    try:
+        plan = make_plan(args.paper, args.profile, args.output_dir, args.recipes_dir, only, args.force)
+    except (ReproduceError, OSError, ValueError) as err:
+        print(f"medvlm-trl reproduce-table1: {err}", file=sys.stderr)
+        return 2
+    print(f"{args.paper} Table 1, profile {args.profile}, into {plan.root}:")
+    for step in plan.steps:
+        state = f"skip ({step.skip})" if step.skip else "run"
+        print(f"  [{state}] {command_line(step, args.profile)}")
+    for note in plan.notes:
+        print(f"  [computed] {note}")
+    if args.profile == "full":
+        missing = missing_inputs(plan)
+        if missing:
+            print(
+                "medvlm-trl reproduce-table1: missing split files (write them with `medvlm-trl make-split "
+                f"{'medvlm-r1' if args.paper == 'medvlm_r1' else 'pmc-vqa'}` first):\n  " + "\n  ".join(missing),
+                file=sys.stderr,
+            )
+            return 2
+    if args.dry_run:
+        return 0
+    if args.profile == "full" and not _has_gpu():
+        print(
+            "medvlm-trl reproduce-table1: the full profile trains and tests 2B-72B models in bf16 with vLLM and needs "
+            "GPUs; on a CPU run --profile tiny (or --dry-run to check the recipes)",
+            file=sys.stderr,
+        )
+        return 2
+    outcomes = run_plan(plan)
+    paths = render_table(plan)
+    print("\n" + paths["markdown"].read_text())
+    print(format_outcomes(outcomes))
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    failed = [o for o in outcomes if o.status in {"failed", "blocked"}]
+    if failed:
+        print(f"{len(failed)} step(s) failed; their rows read 'missing' in the table", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,158 @@
+"""`medvlm-trl reproduce-table1`: each row trained (if it trains) and evaluated, then the table; the tiny profile is
+one override set on the real recipes; re-running skips finished rows; a failed row reads `missing`, never a number."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from medvlm_trl import reproduce
+from medvlm_trl.model_card import read_model_card
+from medvlm_trl.reproduce import make_plan
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+def _load(path):
+    return yaml.safe_load(Path(path).read_text())
+
+
+@pytest.mark.parametrize("paper", ["medvlm_r1", "rl_medvqa"])
+def test_tiny_profile_is_the_recipe_plus_the_documented_overrides(paper, tmp_path, tiny_vlm, tiny_lm):
+    plan = make_plan(paper, "tiny", tmp_path)
+    assert plan.steps
+    for step in plan.steps:
+        run = _load(step.config)
+        if step.kind == "train":
+            source = _load(RECIPES / paper / f"{step.row}.yaml")
+            assert run["model_name_or_path"] == tiny_vlm
+            assert run["dataset_name"] == "sample" and run["split_file"] is None and run["test_manifests"] is None
+            assert run["max_steps"] == reproduce.TINY_STEPS and run["bf16"] is False and run["dtype"] == "float32"
+            assert run["output_dir"] == str(tmp_path / "models" / step.row)
+            if step.argv[0] == "grpo":
+                assert run["use_vllm"] is False and run["num_generations"] == 2
+                # The judge becomes the tiny causal LM where the recipe has one, and stays absent elsewhere.
+                assert run.get("semantic_judge_model") == (tiny_lm if source.get("semantic_judge_model") else None)
+            else:
+                assert "num_generations" not in run and "use_vllm" not in run  # keys SFT/DPO do not know
+            # Everything the override set does not name is the paper's value.
+            untouched = set(source) - set(reproduce.TINY_TRAIN_OVERRIDES) - {"output_dir"}
+            assert {k: run[k] for k in untouched} == {k: source[k] for k in untouched}
+        else:
+            assert run["split"] == "sample" and run["backend"] == "hf" and run["limit"] == reproduce.TINY_EVAL_ROWS
+            trained = (tmp_path / "recipes" / f"{step.row}.yaml").exists()
+            if trained:  # a trained row is tested from its output folder, with the prompt it was trained with
+                assert run["model"] == str(tmp_path / "models" / step.row)
+                train_recipe = _load(tmp_path / "recipes" / f"{step.row}.yaml")
+                assert run["prompt"] == train_recipe.get("prompt_template", "r1")
+            else:
+                assert run["model"] == tiny_vlm
+                assert run["prompt"] == _load(RECIPES / paper / f"{step.row}.yaml")["prompt"]
+
+
+def test_full_profile_runs_the_recipes_as_written_under_accelerate(tmp_path):
+    plan = make_plan("rl_medvqa", "full", tmp_path)
+    train = [s for s in plan.steps if s.kind == "train"]
+    assert len(train) == 9
+    for step in train:
+        run, source = _load(step.config), _load(RECIPES / "rl_medvqa" / f"{step.row}.yaml")
+        assert {k: v for k, v in run.items() if k != "output_dir"} == {
+            k: v for k, v in source.items() if k != "output_dir"
+        }
+        line = reproduce.command_line(step, "full")
+        assert line.startswith(
+            f"accelerate launch --config_file {RECIPES / 'accelerate' / 'zero2.yaml'} -m medvlm_trl.cli"
+        )
+    # The process the step runs is what `accelerate launch` parses into: the module, its command and recipe.
+    from accelerate.commands.launch import launch_command_parser
+
+    cmd = reproduce.step_command(train[0])
+    assert cmd[:3] == [sys.executable, "-m", "accelerate.commands.launch"]
+    launch = launch_command_parser().parse_args(cmd[3:])
+    assert launch.config_file == str(RECIPES / "accelerate" / "zero2.yaml") and launch.module
+    assert [launch.training_script, *launch.training_script_args] == ["medvlm_trl.cli", *train[0].argv]
+    evals = {s.row: _load(s.config) for s in plan.steps if s.kind == "eval"}
+    assert reproduce.step_command(next(s for s in plan.steps if s.kind == "eval"))[:3] == [
+        sys.executable,
+        "-m",
+        "medvlm_trl.cli",
+    ]
+    assert evals["grpo_qwen2vl_2b"]["split"] == "splits/pmc_vqa/test.json"
+    assert evals["sft_qwen2vl_2b_instruct"]["prompt"] == "simple" and evals["grpo_qwen2vl_2b"]["prompt"] == "study"
+
+
+def test_full_profile_stops_before_anything_when_split_files_are_missing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # no splits/ here
+    code = reproduce.main(["--paper", "medvlm_r1", "--profile", "full", "--output-dir", str(tmp_path / "out")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "splits/medvlm_r1/train.json" in err and "make-split medvlm-r1" in err
+    assert not (tmp_path / "out" / "models").exists() and not (tmp_path / "out" / "results").exists()
+
+
+def test_training_state_decides_skip_resume_or_restart(tmp_path):
+    from medvlm_trl.model_card import write_model_card
+
+    folder = tmp_path / "m"
+    assert reproduce._training_state(folder)[0] == "new"
+    folder.mkdir()
+    (folder / "medvlm_run.json").write_text("{}")  # a run was started and cut off before any checkpoint
+    assert reproduce._training_state(folder) == ("restart", {"overwrite_output_dir": True})
+    checkpoint = folder / "checkpoint-4"
+    checkpoint.mkdir()
+    for name in ("trainer_state.json", "optimizer.pt", "scheduler.pt", "model.safetensors"):
+        (checkpoint / name).write_text("{}")
+    state, extra = reproduce._training_state(folder)
+    assert state == "resume" and extra["resume_from_checkpoint"] == str(checkpoint)
+    (folder / "config.json").write_text("{}")
+    assert reproduce._training_state(folder)[0] == "resume"  # weights without our card: not finished
+    write_model_card(folder, base_model="b", method="sft", dataset_name="sample", split="train", split_id="1-x")
+    assert reproduce._training_state(folder)[0] == "done"
+
+
+def test_a_failed_row_reads_missing_and_fails_the_command(tmp_path, monkeypatch, capsys):
+    # A zero-shot model that cannot be loaded (the tiny profile swaps every zero-shot model, so break that swap).
+    monkeypatch.setitem(reproduce.TINY_EVAL_OVERRIDES, "model", str(tmp_path / "no-such-model"))
+    out = tmp_path / "runs"
+    code = reproduce.main(
+        ["--paper", "medvlm_r1", "--profile", "tiny", "--output-dir", str(out), "--rows", "zero_shot_qwen2vl_7b"]
+    )
+    assert code == 1
+    table = (out / "table1_medvlm_r1.md").read_text()
+    row = next(line for line in table.splitlines() if line.startswith("| Qwen2-VL-7B"))
+    assert row.count("missing") == 4  # every cell of the failed row, and no number of ours in it
+    report = capsys.readouterr().out
+    assert "zero_shot_qwen2vl_7b" in report and "failed" in report
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("paper", ["medvlm_r1", "rl_medvqa"])
+def test_make_reproduce_table1_tiny_runs_every_row_end_to_end(paper, tmp_path, tiny_vlm):
+    out = tmp_path / paper
+    assert reproduce.main(["--paper", paper, "--profile", "tiny", "--output-dir", str(out)]) == 0
+    plan = make_plan(paper, "tiny", out)
+    rows = [r for r in plan.rows if r.command != "computed"]
+    for row in rows:
+        summary = json.loads((out / "results" / row.key / "summary.json").read_text())
+        assert summary["complete"] and summary["rows"] == reproduce.TINY_EVAL_ROWS
+        if row.command != "eval":
+            card = read_model_card(out / "models" / row.key)
+            methods = {"grpo", "dr_grpo"} if row.command == "grpo" else {row.command}
+            assert card["method"] in methods and card["base_model"] == tiny_vlm
+            assert card["dataset_name"] == "sample" and card["split_id"].startswith(f"{reproduce.TINY_TRAIN_ROWS}-")
+            assert card["results"]["overall"] == summary["overall"]["accuracy"]
+            assert card["paper"] == paper
+    table = (out / f"table1_{paper}.md").read_text()
+    assert table.startswith(reproduce.TINY_BANNER)
+    table_lines = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| Method")]
+    assert len(table_lines) == len(plan.rows)
+    assert not any("missing" in line for line in table_lines)  # every row ran
+    assert (out / f"table1_{paper}.png").stat().st_size > 0
+    if paper == "rl_medvqa":  # LoRA: merged weights for evaluation, the adapter beside them
+        lora = out / "models" / "sft_lora_qwen2vl_2b_instruct"
+        assert (lora / "model.safetensors").is_file() and (lora / "adapter" / "adapter_config.json").is_file()
+        assert not (lora / "adapter_config.json").exists()
+    # Re-running finds every row done and runs nothing.
+    assert all(step.skip for step in make_plan(paper, "tiny", out).steps)
