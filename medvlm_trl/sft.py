@@ -273,7 +273,7 @@ def train(script_args: BaselineScriptArguments, training_args, model_args, recip
 def run_main(prog: str, parser, train_fn, argv: list[str] | None) -> int:
     """The body of `medvlm-trl sft` and `medvlm-trl dpo`: refuse unknown recipe keys, parse, train; a bad recipe or
     bad data ends with one line naming the problem (exit status 2), not a traceback."""
-    from medvlm_trl.data.images import ImageLoadError
+    from medvlm_trl.data.audit import LeakageError
     from medvlm_trl.grpo import RecipeError, check_recipe
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -287,7 +287,7 @@ def run_main(prog: str, parser, train_fn, argv: list[str] | None) -> int:
         return 2
     try:
         trainer = train_fn(script_args, training_args, model_args, recipe=config_path(argv))
-    except (RecipeError, RunSafetyError, BadRowError, ImageLoadError) as err:
+    except (RecipeError, RunSafetyError, BadRowError, ImageLoadError, LeakageError) as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     trainer.accelerator.print(f"saved the model, its processor and its card to {os.fspath(training_args.output_dir)}")

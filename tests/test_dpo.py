@@ -83,3 +83,30 @@ def test_collated_pair_has_chosen_and_rejected_completions(tiny_vlm):
         assert completions[i + 2].startswith(rejected)  # rejected
     # The image goes with both halves of each pair.
     assert batch["image_grid_thw"].shape[0] == 4
+
+
+def test_dpo_training_prefers_the_correct_letter(tiny_vlm, tmp_path):
+    """A few DPO steps on the same two pairs: the policy's implicit reward margin (chosen over rejected, against the
+    frozen initial model) turns positive, so the pairs point the right way through TRL's DPOTrainer."""
+    from pathlib import Path
+
+    import yaml
+
+    from medvlm_trl import reproduce
+    from medvlm_trl.dpo import make_dpo_parser, train
+    from medvlm_trl.model_card import read_model_card
+
+    source = Path(__file__).resolve().parents[1] / "recipes" / "rl_medvqa" / "dpo_qwen2vl_2b_instruct.yaml"
+    data = reproduce.apply_overrides(
+        yaml.safe_load(source.read_text()), reproduce.TINY_TRAIN_OVERRIDES, reproduce.training_keys("dpo")
+    )
+    data.update(output_dir=str(tmp_path / "out"), max_train_samples=2, max_steps=4, learning_rate=1e-3)
+    recipe = tmp_path / "dpo.yaml"
+    recipe.write_text(yaml.safe_dump(data))
+    script_args, training_args, model_args = make_dpo_parser().parse_args_and_config(["--config", str(recipe)])
+    trainer = train(script_args, training_args, model_args, recipe=str(recipe))
+    margins = [log["rewards/margins"] for log in trainer.state.log_history if "rewards/margins" in log]
+    assert len(margins) == 4
+    assert margins[0] == pytest.approx(0.0, abs=1e-6)  # the policy starts as the reference
+    assert margins[-1] > 0.01
+    assert read_model_card(tmp_path / "out")["method"] == "dpo"

@@ -102,3 +102,57 @@ def test_bad_template_and_pixel_bounds_are_refused():
         BaselineScriptArguments(prompt_template="chatty")
     with pytest.raises(ValueError, match="min_pixels"):
         BaselineScriptArguments(min_pixels=10_000, max_pixels=5_000)
+
+
+def _tiny_recipe(tmp_path, source, **extra):
+    """A real recipe under the tiny profile's overrides (the same set `reproduce-table1 --profile tiny` applies)."""
+    import yaml
+
+    from medvlm_trl import reproduce
+
+    data = yaml.safe_load(open(source))
+    data = reproduce.apply_overrides(data, reproduce.TINY_TRAIN_OVERRIDES, reproduce.training_keys("sft"))
+    data.update(output_dir=str(tmp_path / "out"), **extra)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_lora_run_saves_merged_model_adapter_and_card_and_refuses_a_second_run(tiny_vlm, tmp_path, capsys):
+    from pathlib import Path
+
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    from medvlm_trl.model_card import read_model_card
+    from medvlm_trl.sft import main
+
+    recipes = Path(__file__).resolve().parents[1] / "recipes"
+    recipe = _tiny_recipe(tmp_path, recipes / "rl_medvqa" / "sft_lora_qwen2vl_2b_instruct.yaml", learning_rate=1e-2)
+    assert main(["--config", str(recipe)]) == 0
+    out = tmp_path / "out"
+    assert (out / "adapter" / "adapter_config.json").is_file() and not (out / "adapter_config.json").exists()
+    merged = AutoModelForImageTextToText.from_pretrained(out)
+    base = AutoModelForImageTextToText.from_pretrained(tiny_vlm)
+    name = next(n for n, _ in base.named_parameters() if n.endswith("self_attn.q_proj.weight"))
+    trained, initial = dict(merged.named_parameters())[name], dict(base.named_parameters())[name]
+    assert not torch.equal(trained, initial)  # the LoRA update is in the merged weights
+    name_k = name.replace("q_proj", "k_proj")  # not a LoRA target: untouched
+    assert torch.equal(dict(merged.named_parameters())[name_k], dict(base.named_parameters())[name_k])
+    card = read_model_card(out)
+    assert card["method"] == "sft" and card["base_model"] == tiny_vlm and card["prompt_template"] == "simple"
+    assert card["hyperparameters"]["lora_target_modules"] == ["q_proj", "v_proj"]
+    # Run safety: the same output dir again is refused with one line, not a traceback.
+    capsys.readouterr()
+    assert main(["--config", str(recipe)]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+
+
+def test_unknown_recipe_key_is_refused_before_loading_anything(tmp_path, capsys):
+    from medvlm_trl.sft import main
+
+    path = tmp_path / "bad.yaml"
+    path.write_text("model_name_or_path: x\ncompletion_only_los: true\noutput_dir: out\n")
+    assert main(["--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "completion_only_los" in err and "completion_only_loss" in err
