@@ -8,10 +8,14 @@ protect it, applied by every training entry point (`medvlm-trl grpo | sft | dpo`
    (`resume_from_checkpoint`) or overwrites (`overwrite_output_dir`, which transformers 5 no longer has, so it is
    ours: `RunSafetyArguments`). Overwriting empties the folder first, so no stale `checkpoint-*` of the old run is
    later mistaken for one of the new run; a non-empty folder that holds no run at all is never emptied.
-2. **Resume from a whole checkpoint, on the same data.** `resume_from_checkpoint: true` (or `last`) picks the newest
-   complete `checkpoint-*`; a checkpoint cut short by a kill (no `trainer_state.json`, or no optimizer / scheduler
-   state) is skipped with a warning, never loaded half. Resuming on another split than the checkpoint was trained on
-   is an error; a changed recipe only warns (learning-rate or logging edits are legitimate).
+2. **Resume from a whole checkpoint, on the same data, with its weights.** `resume_from_checkpoint: true` (or `last`)
+   picks the newest complete `checkpoint-*`; a checkpoint cut short by a kill (no `trainer_state.json`, or no
+   optimizer / scheduler state) is skipped with a warning, never loaded half. Resuming on another split than the
+   checkpoint was trained on is an error; a changed recipe only warns (learning-rate or logging edits are
+   legitimate). And the weights training continues from are checked to be the checkpoint's: transformers 5 saves
+   Qwen2-VL under its original key names (`model.layers.*`) but resumes with a plain `load_state_dict` that expects
+   the in-memory names (`model.language_model.layers.*`), so every weight but `lm_head` silently stays at its
+   initial value (huggingface/transformers#43701); `restore_checkpoint_weights` loads them under the right names.
 3. **Every checkpoint says what made it.** `RunInfoCallback` writes `medvlm_run.json` into each `checkpoint-*` and the
    output dir: the recipe path and SHA-256 of its text, the command line, the split's id (a hash of the dataset name,
    split, split-manifest contents and row limits), a hash of the training row ids, the library / TRL / transformers /
@@ -20,7 +24,7 @@ protect it, applied by every training entry point (`medvlm-trl grpo | sft | dpo`
 Wiring, in an entry point's `main()` right after parsing, and where its trainer is built:
 
     prepare_run(training_args, script_args, argv=argv)  # refuses, resolves `resume_from_checkpoint`, writes the record
-    trainer.add_callback(RunInfoCallback())  # copies the record into every checkpoint-*
+    trainer.add_callback(RunInfoCallback(script_args))  # record into every checkpoint-*; resumed weights checked
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ from transformers import TrainerCallback
 logger = logging.getLogger(__name__)
 
 RUN_FILE = "medvlm_run.json"
+SAFE_WEIGHTS_NAME = "model.safetensors"
+SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
 RUN_FORMAT = "medvlm-trl/run"
 RUN_FORMAT_VERSION = 1
 SPLIT_MANIFEST_FORMAT = "medvlm-trl/split-manifest"
@@ -430,22 +436,111 @@ def prepare_run(training_args: Any, script_args: Any = None, argv: Sequence[str]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# Resumed weights
+
+
+def checkpoint_weight_files(checkpoint: str | os.PathLike) -> list[Path]:
+    """The full-model safetensors files of a checkpoint that `Trainer` loads with `load_state_dict`.
+
+    Empty when the weights are someone else's to load: a LoRA adapter (PEFT loads it by its own names), DeepSpeed's
+    `global_step*/` engine state or FSDP's shards (their own formats, saved and loaded under the same names).
+    """
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_dir():
+        return []
+    if any(p.is_dir() and (p.name.startswith("global_step") or "fsdp" in p.name) for p in checkpoint.iterdir()):
+        return []
+    if (checkpoint / SAFE_WEIGHTS_NAME).is_file():
+        return [checkpoint / SAFE_WEIGHTS_NAME]
+    index = checkpoint / SAFE_WEIGHTS_INDEX_NAME
+    if index.is_file():
+        weight_map = json.loads(index.read_text()).get("weight_map", {})
+        return [checkpoint / name for name in sorted(set(weight_map.values()))]
+    return []
+
+
+def _saved_to_model_keys(model: Any, state_dict: dict) -> dict[str, list[str]]:
+    """Checkpoint key -> the model's own key(s) for it, by running the model's save-time renaming on its own tensors.
+
+    `save_pretrained` reverts the key conversions `from_pretrained` applied (for Qwen2-VL,
+    `model.language_model.X` -> `model.X`, `model.visual.X` -> `visual.X`); renaming keeps each tensor object, so a
+    renamed key is traced back to the model's key by identity. Tied weights share a tensor, so one saved key may
+    name several of the model's keys.
+    """
+    by_tensor: dict[int, list[str]] = {}
+    for key, tensor in state_dict.items():
+        by_tensor.setdefault(id(tensor), []).append(key)
+    try:
+        from transformers.core_model_loading import revert_weight_conversion
+
+        saved = revert_weight_conversion(model, dict(state_dict))
+    except (ImportError, AttributeError, TypeError):  # not a transformers model, or an older transformers
+        saved = state_dict
+    return {key: by_tensor.get(id(tensor), []) for key, tensor in saved.items()}
+
+
+def restore_checkpoint_weights(model: Any, checkpoint: str | os.PathLike) -> list[str]:
+    """Make `model`'s weights those saved in `checkpoint`; returns the model keys that had to be copied in.
+
+    Called after transformers has loaded the checkpoint, so on a correct load it only compares (one tensor at a time,
+    so memory stays at one tensor beyond the model). A checkpoint tensor that matches no weight of the model is an
+    error: training on would silently mix checkpoint and initial weights.
+    """
+    import torch
+    from safetensors import safe_open
+
+    files = checkpoint_weight_files(checkpoint)
+    if not files:
+        return []
+    state_dict = model.state_dict()
+    to_model = _saved_to_model_keys(model, state_dict)
+    restored, unmatched = [], []
+    with torch.no_grad():
+        for path in files:
+            with safe_open(str(path), framework="pt", device="cpu") as fh:
+                for key in fh.keys():
+                    targets = to_model.get(key) or ([key] if key in state_dict else [])
+                    if not targets:
+                        unmatched.append(key)
+                        continue
+                    saved = fh.get_tensor(key)
+                    for target in targets:
+                        current = state_dict[target]
+                        if current.shape != saved.shape:
+                            raise RunSafetyError(
+                                f"{path}: {key} has shape {tuple(saved.shape)}, but the model's {target} has "
+                                f"{tuple(current.shape)}; this checkpoint is not of this model"
+                            )
+                        value = saved.to(device=current.device, dtype=current.dtype)
+                        if not torch.equal(current, value):
+                            current.copy_(value)
+                            restored.append(target)
+    if unmatched:
+        shown = ", ".join(unmatched[:5]) + (f", ... ({len(unmatched)} in all)" if len(unmatched) > 5 else "")
+        raise RunSafetyError(f"{checkpoint} holds weights this model has no place for: {shown}")
+    return restored
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # The callback
 
 
 class RunInfoCallback(TrainerCallback):
-    """Writes `medvlm_run.json` next to every checkpoint and keeps the output dir's copy at the latest step.
+    """Writes `medvlm_run.json` next to every checkpoint and keeps the output dir's copy at the latest step; on a
+    resume, checks that training continues from the checkpoint's rows and weights.
 
     The record is the one `prepare_run` made in this process for the same output dir; a trainer built in Python
-    without an entry point gets a record from its arguments alone (no recipe, no command line). At train start it adds a hash of the training row ids, and on a
-    resume it refuses rows that differ from those the checkpoint was trained on.
+    without an entry point gets a record from its arguments alone (no recipe, no command line). At train start it
+    adds a hash of the training row ids. When `args.resume_from_checkpoint` names a checkpoint (as `prepare_run`
+    leaves it), rows that differ from the checkpoint's are refused, and weights transformers failed to load are
+    loaded (`restore_checkpoint_weights`), before the first step.
     """
 
     def __init__(self, script_args: Any = None):
         self.script_args = script_args
         self.record: dict | None = None
 
-    def on_train_begin(self, args, state, control, train_dataloader=None, **kwargs):
+    def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
         prepared = _PREPARED.get(os.path.abspath(args.output_dir))
         record = dict(prepared) if prepared is not None else build_run_record(args, self.script_args, argv=[])
         record["split"] = dict(record["split"])
@@ -462,9 +557,25 @@ class RunInfoCallback(TrainerCallback):
                 f"{checkpoint} was trained on other rows than this run loads (row-id hash {old_rows[:12]} vs "
                 f"{new_rows[:12]}); resume with the same data, or start a new run in another output_dir"
             )
+        if isinstance(checkpoint, str) and os.path.isdir(checkpoint):
+            self._check_resumed_weights(model, checkpoint)
         self.record = record
         if state.is_world_process_zero:
             write_run_record(args.output_dir, {**record, "global_step": state.global_step})
+
+    @staticmethod
+    def _check_resumed_weights(model, checkpoint: str) -> None:
+        if model is None:
+            return
+        restored = restore_checkpoint_weights(model, checkpoint)
+        if restored:
+            logger.warning(
+                "Resuming from %s: transformers left %d weights at their initial values (checkpoint saved under the "
+                "model's original key names, huggingface/transformers#43701); loaded them from the checkpoint: %s",
+                checkpoint,
+                len(restored),
+                ", ".join(restored[:4]) + (", ..." if len(restored) > 4 else ""),
+            )
 
     def on_save(self, args, state, control, **kwargs):
         if not state.is_world_process_zero or self.record is None:

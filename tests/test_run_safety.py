@@ -219,6 +219,83 @@ def test_resume_with_an_edited_recipe_only_warns(tmp_path, caplog):
     assert "recipe whose text changed" in caplog.text
 
 
+# --- rule 2, continued: the resumed weights are the checkpoint's --------------------------------------------------
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path, tiny_vlm):
+    """A checkpoint of the tiny Qwen2-VL as `Trainer` writes it (`save_pretrained`: the original key names), and a
+    model whose weights then moved on (as they do when transformers' resume leaves them at the initial values)."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    model = AutoModelForImageTextToText.from_pretrained(tiny_vlm)
+    checkpoint = tmp_path / "checkpoint-2"
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(0.5)
+    model.save_pretrained(checkpoint)
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        for param in model.parameters():
+            param.sub_(0.5)
+    return model, checkpoint, saved
+
+
+def test_checkpoint_is_saved_under_other_key_names_than_the_model_uses(tiny_checkpoint):
+    """Why `restore_checkpoint_weights` exists: transformers' resume does `model.load_state_dict(file, strict=False)`,
+    which matches none of the language-model or vision weights of a Qwen2-VL checkpoint."""
+    from safetensors.torch import load_file
+
+    model, checkpoint, _ = tiny_checkpoint
+    result = model.load_state_dict(load_file(checkpoint / "model.safetensors"), strict=False)
+    assert any(key.startswith("model.language_model.") for key in result.missing_keys)
+    assert any(key.startswith("model.layers.") for key in result.unexpected_keys)
+
+
+def test_restore_checkpoint_weights_loads_them_under_the_models_names(tiny_checkpoint):
+    import torch
+
+    from medvlm_trl.run_safety import restore_checkpoint_weights
+
+    model, checkpoint, saved = tiny_checkpoint
+    restored = restore_checkpoint_weights(model, checkpoint)
+    assert "model.language_model.embed_tokens.weight" in restored and "model.visual.patch_embed.proj.weight" in restored
+    assert sorted(restored) == sorted(saved)  # every weight had moved, so every one was copied back
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, saved[key], rtol=0, atol=0)
+    assert restore_checkpoint_weights(model, checkpoint) == []  # now equal: nothing to do
+
+
+def test_restore_checkpoint_weights_refuses_weights_the_model_has_no_place_for(tiny_checkpoint):
+    from safetensors.torch import load_file, save_file
+
+    from medvlm_trl.run_safety import restore_checkpoint_weights
+
+    model, checkpoint, _ = tiny_checkpoint
+    tensors = load_file(checkpoint / "model.safetensors")
+    tensors["model.layers.9.mlp.up_proj.weight"] = tensors["model.layers.0.mlp.up_proj.weight"].clone()
+    save_file(tensors, checkpoint / "model.safetensors")
+    with pytest.raises(RunSafetyError, match=r"no place for: model\.layers\.9\.mlp\.up_proj\.weight"):
+        restore_checkpoint_weights(model, checkpoint)
+    tensors.pop("model.layers.9.mlp.up_proj.weight")
+    tensors["lm_head.weight"] = tensors["lm_head.weight"][:, :8].contiguous()
+    save_file(tensors, checkpoint / "model.safetensors")
+    with pytest.raises(RunSafetyError, match="lm_head.weight has shape"):
+        restore_checkpoint_weights(model, checkpoint)
+
+
+def test_restore_leaves_adapter_and_deepspeed_checkpoints_to_their_loaders(tiny_checkpoint):
+    from medvlm_trl.run_safety import restore_checkpoint_weights
+
+    model, checkpoint, saved = tiny_checkpoint
+    (checkpoint / "global_step2").mkdir()  # DeepSpeed restores its engine state (weights included) itself
+    assert restore_checkpoint_weights(model, checkpoint) == []
+    (checkpoint / "global_step2").rmdir()
+    (checkpoint / "model.safetensors").rename(checkpoint / "adapter_model.safetensors")  # PEFT loads adapters itself
+    assert restore_checkpoint_weights(model, checkpoint) == []
+
+
 # --- rule 3: the run record --------------------------------------------------------------------------------------
 
 
