@@ -256,6 +256,7 @@ def train(script_args: MedVLMScriptArguments, training_args: MedVLMGRPOConfig, m
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     # The processor is saved too, with the pixel bounds of training, so evaluation sees images as training did.
     trainer.save_model(training_args.output_dir)
+    trainer.save_state()  # trainer_state.json: the logged rewards per step, also for runs that keep no checkpoint
     if trainer.accelerator.is_main_process:
         write_card(script_args, training_args, model_args, rows, recipe)
     return trainer

@@ -1,0 +1,26 @@
+"""`make demo` end to end, shortened: eval -> GRPO -> eval -> the table, through the real entry points."""
+
+import json
+
+import pytest
+
+from medvlm_trl.demo import main as demo_main
+
+
+@pytest.mark.slow
+def test_demo_runs_and_writes_a_table_of_both_evaluations(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert demo_main(["--out", str(out), "--steps", "2", "--max-new-tokens", "8"]) == 0
+    printed = capsys.readouterr().out
+    table = (out / "table.md").read_text()
+    assert "| before GRPO |" in table and "| after GRPO |" in table and "| random guess |" in table
+    assert table.strip() in printed
+    for stage in ("eval_before", "eval_after"):
+        summary = json.loads((out / stage / "summary.json").read_text())
+        assert summary["overall"]["n"] == len((out / stage / "predictions.jsonl").read_text().splitlines())
+        assert set(summary["modalities"]) == {"CT", "MRI", "Nuclear medicine", "Ultrasound"}
+    state = json.loads((out / "grpo" / "trainer_state.json").read_text())
+    assert state["global_step"] == 2
+    assert (out / "grpo" / "README.md").exists()  # the model card
+    # the trained model is what the second evaluation read
+    assert json.loads((out / "eval_after" / "run.json").read_text())["model"] == str(out / "grpo")
