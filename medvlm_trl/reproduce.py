@@ -72,24 +72,25 @@ class _WhenSet:
 
 
 class _Tiny:
-    """Placeholder for a tiny model's path, resolved (and the model built, seconds) only when the profile is used."""
+    """A value of `medvlm_trl.tiny`, resolved only when the profile is used (building a tiny model takes seconds):
+    `vlm` / `lm` (the tiny Qwen2-VL / causal LM's folder), `min_pixels` / `max_pixels` (its processor's bounds)."""
 
     def __init__(self, which: str):
         self.which = which
 
-    def resolve(self) -> str:
-        from medvlm_trl.tiny import tiny_causal_lm_path, tiny_vlm_path
+    def resolve(self) -> Any:
+        from medvlm_trl import tiny
 
-        return str(tiny_vlm_path() if self.which == "vlm" else tiny_causal_lm_path())
+        values = {
+            "vlm": lambda: str(tiny.tiny_vlm_path()),
+            "lm": lambda: str(tiny.tiny_causal_lm_path()),
+            "min_pixels": lambda: tiny.TINY_MIN_PIXELS,
+            "max_pixels": lambda: tiny.TINY_MAX_PIXELS,
+        }
+        return values[self.which]()
 
     def __repr__(self) -> str:
         return f"<tiny {self.which}>"
-
-
-def _tiny_pixels() -> tuple[int, int]:
-    from medvlm_trl.tiny import TINY_MAX_PIXELS, TINY_MIN_PIXELS
-
-    return TINY_MIN_PIXELS, TINY_MAX_PIXELS
 
 
 TINY_STEPS = 2
@@ -111,8 +112,8 @@ TINY_TRAIN_OVERRIDES: dict[str, Any] = {
     "split_file": None,
     "test_manifests": None,
     "max_train_samples": TINY_TRAIN_ROWS,
-    "min_pixels": "tiny_min_pixels",
-    "max_pixels": "tiny_max_pixels",
+    "min_pixels": _Tiny("min_pixels"),
+    "max_pixels": _Tiny("max_pixels"),
     # a handful of steps on one process, no DeepSpeed (the tiny profile never goes through accelerate launch)
     "max_steps": TINY_STEPS,
     "per_device_train_batch_size": 2,
@@ -140,8 +141,8 @@ TINY_EVAL_OVERRIDES: dict[str, Any] = {
     "backend": "hf",
     "dtype": "float32",
     "device": "cpu",
-    "min_pixels": "tiny_min_pixels",
-    "max_pixels": "tiny_max_pixels",
+    "min_pixels": _Tiny("min_pixels"),
+    "max_pixels": _Tiny("max_pixels"),
     "metrics": "token_length",  # the appendix-B metrics need hub models; token length needs only the tokenizer
     "trust_remote_code": False,
     "progress": False,
@@ -320,19 +321,8 @@ def table_rows(paper: str, recipes_dir: str | os.PathLike | None = None) -> list
     return rows
 
 
-def _resolve(value: Any, pixels: tuple[int, int]) -> Any:
-    if isinstance(value, _Tiny):
-        return value.resolve()
-    if value == "tiny_min_pixels":
-        return pixels[0]
-    if value == "tiny_max_pixels":
-        return pixels[1]
-    return value
-
-
 def apply_overrides(recipe: dict, overrides: dict, known: set[str]) -> dict:
     """`recipe` with each override whose key `known` holds (a `_WhenSet` one only where the recipe sets it)."""
-    pixels = _tiny_pixels()
     out = dict(recipe)
     for key, value in overrides.items():
         if key not in known:
@@ -341,7 +331,7 @@ def apply_overrides(recipe: dict, overrides: dict, known: set[str]) -> dict:
             if out.get(key) is None:
                 continue
             value = value.value
-        out[key] = _resolve(value, pixels)
+        out[key] = value.resolve() if isinstance(value, _Tiny) else value
     return out
 
 

@@ -127,11 +127,30 @@ def test_a_failed_row_reads_missing_and_fails_the_command(tmp_path, monkeypatch,
     assert "zero_shot_qwen2vl_7b" in report and "failed" in report
 
 
+MAKE_COMMAND = ["-m", "medvlm_trl.cli", "reproduce-table1", "--paper", "{paper}", "--profile", "tiny"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("paper", ["medvlm_r1", "rl_medvqa"])
 def test_make_reproduce_table1_tiny_runs_every_row_end_to_end(paper, tmp_path, tiny_vlm):
-    out = tmp_path / paper
-    assert reproduce.main(["--paper", paper, "--profile", "tiny", "--output-dir", str(out)]) == 0
+    """What `make reproduce-table1 PAPER=<paper> PROFILE=tiny` runs (after `setup`), in a fresh folder."""
+    import shutil
+    import subprocess
+
+    command = [part.format(paper=paper) for part in MAKE_COMMAND]
+    if shutil.which("make"):  # the Makefile target runs exactly this command
+        repo = Path(__file__).resolve().parents[1]
+        dry = subprocess.run(
+            ["make", "-n", "-C", str(repo), "reproduce-table1", f"PAPER={paper}", "PROFILE=tiny"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        line = next(li for li in dry.stdout.splitlines() if "reproduce-table1" in li)
+        assert line.split()[1:] == command
+    done = subprocess.run([sys.executable, *command], cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = tmp_path / "runs" / paper / "tiny"
     plan = make_plan(paper, "tiny", out)
     rows = [r for r in plan.rows if r.command != "computed"]
     for row in rows:
