@@ -433,6 +433,32 @@ def test_no_module_turns_trust_remote_code_on_by_itself():
     assert not offenders, f"trust_remote_code=True hard-coded at {offenders}"
 
 
+# Recipes allowed to run code shipped with a checkpoint, each saying why in its comments. A training recipe never is.
+REMOTE_CODE_RECIPES = {"medvlm_r1/zero_shot_huatuogpt_vision_7b.yaml"}
+
+
+def test_only_the_listed_recipes_turn_trust_remote_code_on():
+    import yaml
+
+    recipes = PACKAGE.parent / "recipes"
+    turned_on = {
+        str(path.relative_to(recipes))
+        for path in sorted(recipes.rglob("*.yaml"))
+        if (yaml.safe_load(path.read_text()) or {}).get("trust_remote_code") is True
+    }
+    assert turned_on == REMOTE_CODE_RECIPES
+
+
+def test_grpo_entry_point_parses_trust_remote_code_off_unless_asked():
+    from medvlm_trl import grpo
+
+    recipe = str(PACKAGE.parent / "recipes" / "tiny" / "grpo.yaml")
+    _, training_args, _ = grpo.parse_args(["--config", recipe])
+    assert training_args.trust_remote_code is False
+    _, training_args, _ = grpo.parse_args(["--config", recipe, "--trust_remote_code", "true"])
+    assert training_args.trust_remote_code is True
+
+
 @pytest.mark.parametrize("recipe_value", [None, True])
 def test_grpo_loader_forwards_the_recipes_trust_remote_code(tmp_path, tiny_vlm, monkeypatch, recipe_value):
     from transformers import AutoModelForImageTextToText, AutoProcessor
