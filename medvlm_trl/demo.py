@@ -43,15 +43,16 @@ def _format_rate(out: Path) -> float:
     return 100.0 * sum(parse_completion(r["completion"]).format_ok for r in lines) / max(len(lines), 1)
 
 
-def _reward_curve(grpo_dir: Path) -> list[float]:
+def _reward_curve(grpo_dir: Path) -> list[tuple[int, float]]:
+    """(step, mean reward) of every logged step, from the run's trainer_state.json."""
     state = grpo_dir / "trainer_state.json"
     if not state.exists():
         return []
     history = json.loads(state.read_text()).get("log_history", [])
-    return [h["reward"] for h in history if "reward" in h]
+    return [(h["step"], h["reward"]) for h in history if "reward" in h]
 
 
-def render(before: dict, after: dict, rates: tuple[float, float], rewards: list[float]) -> str:
+def render(before: dict, after: dict, rates: tuple[float, float], rewards: list[tuple[int, float]]) -> str:
     modalities = sorted(set(before["modalities"]) | set(after["modalities"]))
     head = ["", *modalities, "average", "format ok"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -74,11 +75,10 @@ def render(before: dict, after: dict, rates: tuple[float, float], rewards: list[
     lines.append("| random guess | " + " | ".join(random_cells) + " | | |")
     text = "\n".join(lines)
     if rewards:
-        k = min(5, len(rewards))
-        first, last = sum(rewards[:k]) / k, sum(rewards[-k:]) / k
+        (first_step, first), (last_step, last) = rewards[0], rewards[-1]
         text += (
-            f"\n\nmean reward (format + accuracy, max 2.0): first {k} steps {first:.3f}, last {k} steps {last:.3f}"
-            f" over {len(rewards)} steps"
+            f"\n\nmean GRPO reward (format + accuracy, at most 2.0): {first:.3f} at step {first_step}, "
+            f"{last:.3f} at step {last_step}"
         )
     return text
 

@@ -24,3 +24,17 @@ def test_demo_runs_and_writes_a_table_of_both_evaluations(tmp_path, capsys):
     assert (out / "grpo" / "README.md").exists()  # the model card
     # the trained model is what the second evaluation read
     assert json.loads((out / "eval_after" / "run.json").read_text())["model"] == str(out / "grpo")
+
+
+def test_the_table_reports_the_logged_rewards_of_the_run():
+    from medvlm_trl.demo import render
+
+    summary = {
+        "modalities": {"CT": {"accuracy": 0.0, "random_guess": 25.0}, "MRI": {"accuracy": 50.0, "random_guess": 50.0}},
+        "average": 25.0,
+    }
+    text = render(summary, summary, (0.0, 12.5), [(5, 0.25), (10, 0.5)])
+    assert "| before GRPO | 0.00 | 50.00 | 25.00 | 0.0% |" in text
+    assert "| after GRPO | 0.00 | 50.00 | 25.00 | 12.5% |" in text
+    assert "| random guess | 25.00 | 50.00 | | |" in text
+    assert "0.250 at step 5, 0.500 at step 10" in text
