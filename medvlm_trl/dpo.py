@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from trl import DPOConfig
 
 from medvlm_trl.data.prompts import LETTERS, build_prompt
+from medvlm_trl.grpo import run_main
 from medvlm_trl.run_safety import RunInfoCallback, RunSafetyArguments
 from medvlm_trl.sft import (
     BaselineScriptArguments,
@@ -29,7 +30,6 @@ from medvlm_trl.sft import (
     build_dataset,
     check_split_overlap,
     load_train_rows,
-    run_main,
     save_trained,
 )
 

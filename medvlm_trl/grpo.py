@@ -268,17 +268,19 @@ def config_path(argv: Sequence[str]) -> str | None:
     return argv[argv.index("--config") + 1] if "--config" in argv[:-1] else None
 
 
-def parse_args(argv: Sequence[str] | None = None):
-    """(script_args, training_args, model_args) from `--config RECIPE.yaml` and `--key value` overrides."""
+def parse_args(argv: Sequence[str] | None = None, parser=None):
+    """(script_args, training_args, model_args) from `--config RECIPE.yaml` and `--key value` overrides; a key that
+    none of the parser's dataclasses knows is an error naming it."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = make_parser()
+    parser = parser if parser is not None else make_parser()
     check_recipe(argv, parser)
     return parser.parse_args_and_config(args=argv, fail_with_unknown_args=True)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """`medvlm-trl grpo --config RECIPE.yaml [--key value ...]`; a bad recipe, bad data or a refused output folder
-    ends with one line naming the problem (exit status 2), not a traceback."""
+def run_main(prog: str, parser, train_fn, argv: Sequence[str] | None) -> int:
+    """The body of `medvlm-trl grpo`, `sft` and `dpo`: parse (unknown recipe keys refused), claim the output folder,
+    train. A bad recipe, bad data or a refused output folder ends with one line naming the problem (exit status 2),
+    not a traceback."""
     from medvlm_trl.data.audit import LeakageError
     from medvlm_trl.data.images import ImageLoadError
     from medvlm_trl.data.schema import BadRowError
@@ -286,20 +288,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        script_args, training_args, model_args = parse_args(argv)
+        script_args, training_args, model_args = parse_args(argv, parser)
         # One run per output dir; resume only from a whole checkpoint; a run record next to every checkpoint.
         prepare_run(training_args, script_args, argv=argv)
     except (ValueError, OSError) as err:  # RecipeError and RunSafetyError are ValueErrors
-        print(f"{PROG}: error: {err}", file=sys.stderr)
+        print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     try:
-        trainer = train(script_args, training_args, model_args, recipe=config_path(argv))
+        trainer = train_fn(script_args, training_args, model_args, recipe=config_path(argv))
     except (RecipeError, RunSafetyError, BadRowError, ImageLoadError, LeakageError) as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
+        print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
-    trainer.accelerator.print(f"saved the model, its processor and its card to {training_args.output_dir}")
+    trainer.accelerator.print(f"saved the model, its processor and its card to {os.fspath(training_args.output_dir)}")
     trainer.end()  # finish the trackers, destroy the process group
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`medvlm-trl grpo --config RECIPE.yaml [--key value ...]`."""
+    return run_main(PROG, make_parser(), train, argv)
 
 
 if __name__ == "__main__":

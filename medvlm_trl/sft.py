@@ -22,8 +22,6 @@ error (TRL would pass it on to `accelerate launch` silently).
 from __future__ import annotations
 
 import logging
-import os
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +33,7 @@ from medvlm_trl.configs import MedVLMScriptArguments
 from medvlm_trl.data.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, ImageLoadError, prepare_image
 from medvlm_trl.data.prompts import TEMPLATES, build_prompt
 from medvlm_trl.data.schema import BadRowError, SkipReport
-from medvlm_trl.run_safety import RunInfoCallback, RunSafetyArguments, RunSafetyError, prepare_run
+from medvlm_trl.run_safety import RunInfoCallback, RunSafetyArguments
 
 logger = logging.getLogger(__name__)
 
@@ -270,31 +268,8 @@ def train(script_args: BaselineScriptArguments, training_args, model_args, recip
     return trainer
 
 
-def run_main(prog: str, parser, train_fn, argv: list[str] | None) -> int:
-    """The body of `medvlm-trl sft` and `medvlm-trl dpo`: refuse unknown recipe keys, parse, train; a bad recipe or
-    bad data ends with one line naming the problem (exit status 2), not a traceback."""
-    from medvlm_trl.data.audit import LeakageError
-    from medvlm_trl.grpo import RecipeError, check_recipe
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        check_recipe(argv, parser)
-        script_args, training_args, model_args = parser.parse_args_and_config(argv, fail_with_unknown_args=True)
-        # One run per output dir; resume only from a whole checkpoint; a run record next to every checkpoint.
-        prepare_run(training_args, script_args, argv=argv)
-    except (ValueError, OSError) as err:  # RunSafetyError is a ValueError
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        return 2
-    try:
-        trainer = train_fn(script_args, training_args, model_args, recipe=config_path(argv))
-    except (RecipeError, RunSafetyError, BadRowError, ImageLoadError, LeakageError) as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        return 2
-    trainer.accelerator.print(f"saved the model, its processor and its card to {os.fspath(training_args.output_dir)}")
-    trainer.end()
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     """`medvlm-trl sft --config recipe.yaml [--key value ...]`."""
+    from medvlm_trl.grpo import run_main
+
     return run_main("medvlm-trl sft", make_parser(), train, argv)

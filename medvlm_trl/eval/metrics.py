@@ -37,6 +37,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from medvlm_trl.rewards import fence_reasoning, parse_completion
+from medvlm_trl.rewards.judge import resolve_dtype
 
 __all__ = [
     "DEFAULT_JUDGE_MODEL",
@@ -113,15 +114,6 @@ def _torch_device(torch, device: Any):
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _resolve_dtype(torch, dtype: Any):
-    if dtype is None or dtype == "auto" or not isinstance(dtype, str):
-        return dtype
-    value = getattr(torch, dtype.removeprefix("torch."), None)
-    if not isinstance(value, torch.dtype):
-        raise ValueError(f"unknown dtype {dtype!r}")
-    return value
-
-
 def _load_causal_lm(model: Any, tokenizer: Any, device: Any, dtype: Any):
     """A causal LM and its tokenizer from a model id / path, or the loaded pair as given."""
     import torch
@@ -130,7 +122,7 @@ def _load_causal_lm(model: Any, tokenizer: Any, device: Any, dtype: Any):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         tokenizer = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(os.fspath(model))
-        kwargs = {"dtype": _resolve_dtype(torch, dtype)} if dtype is not None else {}
+        kwargs = {"dtype": resolve_dtype(torch, dtype)} if dtype is not None else {}
         model = AutoModelForCausalLM.from_pretrained(os.fspath(model), **kwargs)
         model.to(_torch_device(torch, device))
     elif tokenizer is None:

@@ -62,7 +62,8 @@ def fence_reasoning(text: str, fence: Sequence[str] = FENCE) -> str:
     return text
 
 
-def _resolve_dtype(torch, dtype: Any):
+def resolve_dtype(torch, dtype: Any):
+    """A torch dtype from its name (`bfloat16`, `torch.float16`); `None`, `auto` and dtypes pass through."""
     if dtype is None or dtype == "auto" or not isinstance(dtype, str):
         return dtype
     value = getattr(torch, dtype.removeprefix("torch."), None)
@@ -185,7 +186,7 @@ class SemanticJudgeReward:
 
             kwargs = dict(self.model_kwargs)
             if self.dtype is not None:
-                kwargs["dtype"] = _resolve_dtype(torch, self.dtype)
+                kwargs["dtype"] = resolve_dtype(torch, self.dtype)
             self.model = AutoModelForCausalLM.from_pretrained(
                 self.model_name_or_path, trust_remote_code=self.trust_remote_code, **kwargs
             )
