@@ -22,16 +22,9 @@ from dataclasses import dataclass, field
 from trl import DPOConfig
 
 from medvlm_trl.data.prompts import LETTERS, build_prompt
-from medvlm_trl.grpo import run_main
+from medvlm_trl.grpo import check_split_overlap, load_train_rows, run_main
 from medvlm_trl.run_safety import RunInfoCallback, RunSafetyArguments
-from medvlm_trl.sft import (
-    BaselineScriptArguments,
-    apply_model_init_kwargs,
-    build_dataset,
-    check_split_overlap,
-    load_train_rows,
-    save_trained,
-)
+from medvlm_trl.sft import BaselineScriptArguments, apply_model_init_kwargs, build_dataset, save_trained
 
 
 @dataclass

@@ -33,6 +33,7 @@ from medvlm_trl.configs import MedVLMScriptArguments
 from medvlm_trl.data.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, ImageLoadError, prepare_image
 from medvlm_trl.data.prompts import TEMPLATES, build_prompt
 from medvlm_trl.data.schema import BadRowError, SkipReport
+from medvlm_trl.grpo import check_split_overlap, load_train_rows, run_main
 from medvlm_trl.run_safety import RunInfoCallback, RunSafetyArguments
 
 logger = logging.getLogger(__name__)
@@ -68,33 +69,6 @@ class BaselineScriptArguments(MedVLMScriptArguments):
             raise ValueError(f"prompt_template {self.prompt_template!r} is not one of {sorted(TEMPLATES)}")
         if not 0 < self.min_pixels <= self.max_pixels:
             raise ValueError(f"need 0 < min_pixels <= max_pixels, got {self.min_pixels} and {self.max_pixels}")
-
-
-def check_split_overlap(rows: list[dict], script_args: BaselineScriptArguments) -> None:
-    """The GRPO script's check, so a baseline trains on no test item either (`test_manifests`)."""
-    from medvlm_trl.grpo import check_split_overlap as check
-
-    check(rows, script_args)
-
-
-def load_train_rows(script_args: BaselineScriptArguments) -> list[dict]:
-    """The contract rows of the training split, through the dataset registry."""
-    from medvlm_trl.data.registry import load_rows
-
-    rows = load_rows(
-        script_args.dataset_name,
-        script_args.dataset_train_split,
-        data_dir=script_args.data_dir,
-        split_file=script_args.split_file,
-        skip_bad_rows=script_args.skip_bad_rows,
-    )
-    if script_args.max_train_samples is not None:
-        rows = rows[: script_args.max_train_samples]
-    if not rows:
-        raise ValueError(
-            f"dataset {script_args.dataset_name!r} split {script_args.dataset_train_split!r} has no rows to train on"
-        )
-    return rows
 
 
 def sft_example(row: dict, template: str = "simple") -> dict:
@@ -172,11 +146,6 @@ def make_parser():
     from trl import ModelConfig, TrlParser
 
     return TrlParser((BaselineScriptArguments, MedVLMSFTConfig, ModelConfig))
-
-
-def config_path(argv: list[str]) -> str | None:
-    """The `--config` file named in `argv`, recorded in the model card."""
-    return argv[argv.index("--config") + 1] if "--config" in argv[:-1] else None
 
 
 def apply_model_init_kwargs(training_args, model_args) -> None:
@@ -270,6 +239,4 @@ def train(script_args: BaselineScriptArguments, training_args, model_args, recip
 
 def main(argv: list[str] | None = None) -> int:
     """`medvlm-trl sft --config recipe.yaml [--key value ...]`."""
-    from medvlm_trl.grpo import run_main
-
     return run_main("medvlm-trl sft", make_parser(), train, argv)
