@@ -199,7 +199,7 @@ def test_memory_estimate_adds_up(bench):
         vllm_utilization=0.5,
         target_gb=80.0,
     )
-    full = bench.memory_estimate(
+    full_ft = dict(
         trainable=10**9,
         weight_bytes=2,
         trainable_bytes=2,
@@ -208,6 +208,7 @@ def test_memory_estimate_adds_up(bench):
         gradient_checkpointing=True,
         **common,
     )
+    full = bench.memory_estimate(**full_ft)
     c = full["components_gb"]
     assert c["policy weights"] == c["gradients"] == c["reference model"] == 2.0
     assert c["AdamW moments (2 per trained parameter)"] == 4.0
@@ -217,47 +218,15 @@ def test_memory_estimate_adds_up(bench):
     assert c["activations, vision tower (rough)"] == round(4 * 10**6 * (4 + 4 * 4 + 16) * 2 / 1e9, 2) > 0.2
     assert full["vllm_reserved_gb"] == 40.0
     assert full["total_vllm_colocate_gb"] == pytest.approx(full["total_hf_gb"] + 40.0, abs=0.02)
-    assert (
-        full["fits_target_hf"]
-        and not bench.memory_estimate(
-            trainable=10**10,
-            weight_bytes=2,
-            trainable_bytes=2,
-            reference_model=True,
-            lora=False,
-            gradient_checkpointing=True,
-            **{**common, "params": 10**10},
-        )["fits_target_hf"]
-    )  # 20 + 20 + 40 + 20 GB > 80 GB
+    ten_billion = {**full_ft, "trainable": 10**10, "params": 10**10}
+    assert full["fits_target_hf"] and not bench.memory_estimate(**ten_billion)["fits_target_hf"]  # 20+20+40+20 > 80
     lora = bench.memory_estimate(
-        trainable=10**7,
-        weight_bytes=2,
-        trainable_bytes=4,
-        reference_model=False,
-        lora=True,
-        gradient_checkpointing=True,
-        **common,
+        **{**full_ft, "trainable": 10**7, "trainable_bytes": 4, "reference_model": False, "lora": True}
     )
     c = lora["components_gb"]
     assert c["policy weights"] == 2.04 and c["gradients"] == 0.04 and c["reference model"] == 0
-    unchecked = bench.memory_estimate(
-        trainable=10**9,
-        weight_bytes=2,
-        trainable_bytes=2,
-        reference_model=True,
-        lora=False,
-        gradient_checkpointing=False,
-        **common,
-    )["components_gb"]
-    checked = bench.memory_estimate(
-        trainable=10**9,
-        weight_bytes=2,
-        trainable_bytes=2,
-        reference_model=True,
-        lora=False,
-        gradient_checkpointing=True,
-        **common,
-    )["components_gb"]
+    unchecked = bench.memory_estimate(**{**full_ft, "gradient_checkpointing": False})["components_gb"]
+    checked = bench.memory_estimate(**full_ft)["components_gb"]
     assert unchecked["activations, language model (rough)"] > checked["activations, language model (rough)"]
 
 
