@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # torch decides torchvision: this pair installs from the local disk on CPU machines here and is a CUDA build
-# that also runs on GPUs (see README, "Which torch").
+# that also runs on GPUs (see README, "Which torch"). `make setup TORCH_PINS=` installs none (bring your own torch).
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 PAPER ?= medvlm_r1
 PROFILE ?= full
@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q $(TORCH_PINS)
+	$(if $(strip $(TORCH_PINS)),$(PIP) install -q $(TORCH_PINS))
 	$(PIP) install -q -e ".[dev,metrics]"
 	touch $@
 
