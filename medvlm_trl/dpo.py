@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from trl import DPOConfig
 
 from medvlm_trl.data.prompts import LETTERS, build_prompt
-from medvlm_trl.grpo import check_split_overlap, load_train_rows, run_main
+from medvlm_trl.grpo import check_split_overlap, load_train_rows, require_model_name, run_main
 from medvlm_trl.run_safety import RunInfoCallback, RunSafetyArguments
 from medvlm_trl.sft import BaselineScriptArguments, apply_model_init_kwargs, build_dataset, save_trained
 
@@ -67,8 +67,7 @@ def train(script_args: DPOScriptArguments, training_args, model_args, recipe: st
     """Run the DPO baseline and return the trainer."""
     from trl import DPOTrainer, get_peft_config
 
-    if model_args.model_name_or_path is None:
-        raise ValueError("model_name_or_path is required (a hub id such as Qwen/Qwen2-VL-2B-Instruct, or a path)")
+    require_model_name(model_args)
     apply_model_init_kwargs(training_args, model_args)
     rows = load_train_rows(script_args)
     check_split_overlap(rows, script_args)

@@ -115,14 +115,20 @@ def check_split_overlap(rows: list[dict], script_args: MedVLMScriptArguments) ->
     assert_no_leakage(rows, script_args.test_manifests, allow_overlap=script_args.allow_split_overlap)
 
 
+def require_model_name(model_args) -> str:
+    """The recipe's `model_name_or_path`; a `RecipeError` (one line from `run_main`) when it is missing."""
+    if not model_args.model_name_or_path:
+        raise RecipeError("model_name_or_path is required (a model id such as Qwen/Qwen2-VL-2B-Instruct, or a path)")
+    return model_args.model_name_or_path
+
+
 def load_model_and_processor(model_args, training_args: MedVLMGRPOConfig):
     """Qwen2-VL with `AutoModelForImageTextToText` (ModelConfig's dtype and attention) and its processor, padding left."""
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
     from trl import get_quantization_config
 
-    if not model_args.model_name_or_path:
-        raise RecipeError("model_name_or_path is required (a model id such as Qwen/Qwen2-VL-2B-Instruct, or a path)")
+    require_model_name(model_args)
     dtype = model_args.dtype
     if dtype not in (None, "auto"):
         dtype = getattr(torch, dtype)

@@ -33,7 +33,7 @@ from medvlm_trl.configs import MedVLMScriptArguments
 from medvlm_trl.data.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, ImageLoadError, prepare_image
 from medvlm_trl.data.prompts import TEMPLATES, build_prompt
 from medvlm_trl.data.schema import BadRowError, SkipReport
-from medvlm_trl.grpo import check_split_overlap, load_train_rows, run_main
+from medvlm_trl.grpo import check_split_overlap, load_train_rows, require_model_name, run_main
 from medvlm_trl.run_safety import RunInfoCallback, RunSafetyArguments
 
 logger = logging.getLogger(__name__)
@@ -219,8 +219,7 @@ def train(script_args: BaselineScriptArguments, training_args, model_args, recip
     """Run the SFT baseline and return the trainer."""
     from trl import SFTTrainer, get_peft_config
 
-    if model_args.model_name_or_path is None:
-        raise ValueError("model_name_or_path is required (a hub id such as Qwen/Qwen2-VL-2B-Instruct, or a path)")
+    require_model_name(model_args)
     apply_model_init_kwargs(training_args, model_args)
     rows = load_train_rows(script_args)
     check_split_overlap(rows, script_args)

@@ -156,3 +156,14 @@ def test_unknown_recipe_key_is_refused_before_loading_anything(tmp_path, capsys)
     assert main(["--config", str(path)]) == 2
     err = capsys.readouterr().err
     assert "completion_only_los" in err and "completion_only_loss" in err
+
+
+@pytest.mark.parametrize("command", ["sft", "dpo"])
+def test_missing_model_is_one_line_not_a_traceback(tmp_path, capsys, command):
+    from medvlm_trl.dpo import main as dpo_main
+    from medvlm_trl.sft import main as sft_main
+
+    path = tmp_path / "no_model.yaml"
+    path.write_text(f"dataset_name: sample\nbf16: false\noutput_dir: {tmp_path / 'out'}\n")
+    assert {"sft": sft_main, "dpo": dpo_main}[command](["--config", str(path)]) == 2
+    assert "model_name_or_path is required" in capsys.readouterr().err
