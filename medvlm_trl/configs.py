@@ -45,6 +45,16 @@ def _normalise_scale_rewards(value: Any) -> Any:
     return {True: "group", False: "none"}.get(value, value) if isinstance(value, bool) else value
 
 
+def check_pixel_bounds(min_pixels: int, max_pixels: int) -> None:
+    """Refuse bounds Qwen2-VL's resize cannot meet: it never goes below one 28x28 image token, so a smaller
+    `max_pixels` would be silently exceeded."""
+    if not PATCH_FACTOR * PATCH_FACTOR <= min_pixels <= max_pixels:
+        raise ValueError(
+            f"need {PATCH_FACTOR * PATCH_FACTOR} <= min_pixels <= max_pixels (one 28x28 image token at least), "
+            f"got min_pixels={min_pixels}, max_pixels={max_pixels}"
+        )
+
+
 @dataclass
 class MedVLMScriptArguments:
     """Where the training rows come from (MedVLM-R1 section 4.1: 600 MRI questions; the RL-MedVQA study section 4:
@@ -224,11 +234,7 @@ class MedVLMGRPOConfig(RunSafetyArguments, GRPOConfig):
             self.semantic_judge_kwargs = json.loads(self.semantic_judge_kwargs)
         if self.prompt_template not in TEMPLATES:
             raise ValueError(f"prompt_template must be one of {sorted(TEMPLATES)}, got {self.prompt_template!r}")
-        if not PATCH_FACTOR * PATCH_FACTOR <= self.min_pixels <= self.max_pixels:
-            raise ValueError(
-                f"need {PATCH_FACTOR * PATCH_FACTOR} <= min_pixels <= max_pixels (one 28x28 image token at least), "
-                f"got min_pixels={self.min_pixels}, max_pixels={self.max_pixels}"
-            )
+        check_pixel_bounds(self.min_pixels, self.max_pixels)
         if isinstance(self.reward_funcs, str):  # a single name written as a YAML scalar
             self.reward_funcs = [self.reward_funcs]
         if self.reward_funcs is not None and self.reward_weights is not None:

@@ -29,7 +29,7 @@ from typing import Any
 
 from trl import SFTConfig
 
-from medvlm_trl.configs import MedVLMScriptArguments
+from medvlm_trl.configs import MedVLMScriptArguments, check_pixel_bounds
 from medvlm_trl.data.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, ImageLoadError, prepare_image
 from medvlm_trl.data.prompts import TEMPLATES, build_prompt
 from medvlm_trl.data.schema import BadRowError, SkipReport
@@ -67,8 +67,7 @@ class BaselineScriptArguments(MedVLMScriptArguments):
         super().__post_init__()
         if self.prompt_template not in TEMPLATES:
             raise ValueError(f"prompt_template {self.prompt_template!r} is not one of {sorted(TEMPLATES)}")
-        if not 0 < self.min_pixels <= self.max_pixels:
-            raise ValueError(f"need 0 < min_pixels <= max_pixels, got {self.min_pixels} and {self.max_pixels}")
+        check_pixel_bounds(self.min_pixels, self.max_pixels)
 
 
 def sft_example(row: dict, template: str = "simple") -> dict:

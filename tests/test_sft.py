@@ -102,6 +102,9 @@ def test_bad_template_and_pixel_bounds_are_refused():
         BaselineScriptArguments(prompt_template="chatty")
     with pytest.raises(ValueError, match="min_pixels"):
         BaselineScriptArguments(min_pixels=10_000, max_pixels=5_000)
+    # Below one 28x28 token, Qwen2-VL's resize would exceed max_pixels; refused as MedVLMGRPOConfig refuses it.
+    with pytest.raises(ValueError, match="min_pixels"):
+        BaselineScriptArguments(min_pixels=100, max_pixels=500)
 
 
 def _tiny_recipe(tmp_path, source, **extra):
