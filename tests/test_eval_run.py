@@ -311,3 +311,16 @@ def test_a_complete_last_line_without_its_newline_is_kept(tmp_path):
     evaluate(rows, again, out, progress=False)
     assert again.asked == [r["question"] for r in rows[3:]]
     assert [r["id"] for r in lines(path)] == [r["id"] for r in rows]
+
+
+def test_a_resume_with_non_string_ids_scores_no_question_twice(tmp_path):
+    rows = make_rows(tmp_path)
+    for i, row in enumerate(rows):
+        row["id"] = i  # the row check accepts any non-empty id; JSON keeps it an int
+    out = tmp_path / "run"
+    evaluate(rows[:4], Scripted({}), out, progress=False)
+    again = Scripted({})
+    summary = evaluate(rows, again, out, progress=False)
+    assert again.asked == [r["question"] for r in rows[4:]]
+    assert [r["id"] for r in lines(out / "predictions.jsonl")] == [r["id"] for r in rows]
+    assert summary["overall"]["n"] == len(rows) and summary["complete"]

@@ -543,9 +543,9 @@ def evaluate(
     config["scoring"] = "strict" if strict else "letter"
     _check_resume(out, config)
     predictions = out / PREDICTIONS
-    done = read_predictions(predictions)
-    ids = {row["id"] for row in rows}
-    todo = [row for row in rows if row["id"] not in done]
+    done = read_predictions(predictions)  # keyed by str(id): JSON may hold ids of other types
+    ids = {str(row["id"]) for row in rows}
+    todo = [row for row in rows if str(row["id"]) not in done]
     skipped = SkipReport()
     bar = tqdm(total=len(rows), initial=len(ids & done.keys()), desc="eval", unit="q", disable=not progress)
     try:
@@ -570,11 +570,11 @@ def evaluate(
                 raise RuntimeError(f"the generator returned {len(completions)} completions for {len(batch)} prompts")
             records = [_record(r, c, strict, min_think_words) for r, c in zip(batch, completions)]
             _append(predictions, records)
-            done.update((r["id"], r) for r in records)
+            done.update((str(r["id"]), r) for r in records)
             bar.update(len(records))
     finally:
         bar.close()
-    records = [done[row["id"]] for row in rows if row["id"] in done]
+    records = [done[str(row["id"])] for row in rows if str(row["id"]) in done]
     summary = summarize(records, strict=strict)
     summary.update(
         {
@@ -697,9 +697,8 @@ def run_eval(args: EvalArguments, generator: Generator | None = None) -> dict:
     if names and args.prompt in REASONING_TEMPLATES:
         del generator  # the metric models need the memory the policy held
         gc.collect()
-        records = list(read_predictions(out / PREDICTIONS).values())
-        wanted = {r["id"] for r in rows}
-        summary["metrics"] = _compute_metrics(args, [r for r in records if r["id"] in wanted])
+        done = read_predictions(out / PREDICTIONS)
+        summary["metrics"] = _compute_metrics(args, [done[str(r["id"])] for r in rows if str(r["id"]) in done])
     _write_json(out / SUMMARY, summary)
     return summary
 
