@@ -11,7 +11,7 @@ so a pair depends only on the seed and the item (not on row order or on which ot
 re-running gives the same pairs. Prompts use the simple template, as the SFT baseline does, so both baselines answer
 with a single letter and are scored by the same rule.
 
-    medvlm-trl dpo --config recipes/rl_medvqa/dpo_qwen2_vl_2b_instruct.yaml
+    medvlm-trl dpo --config recipes/rl_medvqa/dpo_qwen2vl_2b_instruct.yaml
 """
 
 from __future__ import annotations

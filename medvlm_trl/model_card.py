@@ -8,7 +8,7 @@ without losing anything.
 
     >>> card = write_model_card("runs/grpo", base_model="Qwen/Qwen2-VL-2B-Instruct", method="grpo",
     ...                         dataset_name="huatuo", split="train_mri", split_id=split_fingerprint(rows))
-    >>> add_results("runs/grpo", {"MRI": 0.69, "CT": 0.6, "X-ray": 0.5})
+    >>> add_results("runs/grpo", {"MRI": 95.33, "CT": 70.33, "X-ray": 69.0})  # accuracy (%), as eval writes it
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ and `completion_only_loss: true` makes TRL's `DataCollatorForVisionLanguageModel
 answer letter and the end-of-turn marker the chat template closes it with. Prompt, system turn and image tokens carry
 the label -100.
 
-    medvlm-trl sft --config recipes/medvlm_r1/sft_qwen2_vl_2b.yaml
+    medvlm-trl sft --config recipes/medvlm_r1/sft_qwen2vl_2b.yaml
 
 Every recipe key is a field of [`BaselineScriptArguments`], `trl.SFTConfig` or `trl.ModelConfig`; an unknown key is an
 error (TRL would pass it on to `accelerate launch` silently).
