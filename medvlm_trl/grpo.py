@@ -268,12 +268,6 @@ def train(script_args: MedVLMScriptArguments, training_args: MedVLMGRPOConfig, m
     return trainer
 
 
-def config_path(argv: Sequence[str]) -> str | None:
-    """The `--config` file named in `argv`, recorded in the model card."""
-    argv = list(argv)
-    return argv[argv.index("--config") + 1] if "--config" in argv[:-1] else None
-
-
 def parse_args(argv: Sequence[str] | None = None, parser=None):
     """(script_args, training_args, model_args) from `--config RECIPE.yaml` and `--key value` overrides; a key that
     none of the parser's dataclasses knows is an error naming it."""
@@ -290,7 +284,7 @@ def run_main(prog: str, parser, train_fn, argv: Sequence[str] | None) -> int:
     from medvlm_trl.data.audit import LeakageError
     from medvlm_trl.data.images import ImageLoadError
     from medvlm_trl.data.schema import BadRowError
-    from medvlm_trl.run_safety import RunSafetyError, prepare_run
+    from medvlm_trl.run_safety import RunSafetyError, prepare_run, recipe_path
 
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -301,7 +295,7 @@ def run_main(prog: str, parser, train_fn, argv: Sequence[str] | None) -> int:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     try:
-        trainer = train_fn(script_args, training_args, model_args, recipe=config_path(argv))
+        trainer = train_fn(script_args, training_args, model_args, recipe=recipe_path(argv))
     except (RecipeError, RunSafetyError, BadRowError, ImageLoadError, LeakageError) as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
