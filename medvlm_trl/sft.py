@@ -33,7 +33,7 @@ from medvlm_trl.configs import MedVLMScriptArguments, check_pixel_bounds
 from medvlm_trl.data.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, ImageLoadError, prepare_image
 from medvlm_trl.data.prompts import TEMPLATES, build_prompt
 from medvlm_trl.data.schema import BadRowError, SkipReport
-from medvlm_trl.grpo import check_split_overlap, load_train_rows, require_model_name, run_main
+from medvlm_trl.grpo import RecipeError, check_split_overlap, load_train_rows, require_model_name, run_main
 from medvlm_trl.run_safety import RunInfoCallback, RunSafetyArguments
 
 logger = logging.getLogger(__name__)
@@ -107,8 +107,10 @@ def build_dataset(
     from datasets.exceptions import DatasetGenerationError
 
     report = report if report is not None else SkipReport()
+    kept = 0
 
     def generate() -> Iterator[dict]:
+        nonlocal kept
         for row in rows:
             try:
                 images = _row_images(row, script_args)
@@ -117,6 +119,7 @@ def build_dataset(
                     raise
                 report.add(BadRowError(str(row.get("id")), "unreadable_image", str(err)))
                 continue
+            kept += 1
             yield {**make_example(row), "images": images}
 
     try:
@@ -128,11 +131,11 @@ def build_dataset(
         cause = err.__cause__ or err.__context__
         if isinstance(cause, (ImageLoadError, BadRowError)):
             raise cause from None
+        if kept == 0:  # datasets refuses a generator that yields nothing: every row was dropped
+            raise RecipeError(f"no usable training rows: {report}") from None
         raise
     if report.total:
         logger.warning("%s", report)
-    if len(dataset) == 0:
-        raise ValueError(f"no usable training rows: {report}")
     return dataset
 
 

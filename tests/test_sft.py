@@ -97,6 +97,15 @@ def test_unreadable_image_names_the_row_or_is_counted(tmp_path, sample_rows):
     assert report.counts["unreadable_image"] == 1 and report.examples["unreadable_image"] == ["broken-7"]
 
 
+def test_no_readable_image_at_all_is_a_recipe_error(tmp_path, sample_rows):
+    from medvlm_trl.grpo import RecipeError
+
+    rows = [dict(row, id=f"broken-{i}", image=str(tmp_path / f"missing-{i}.png")) for i, row in enumerate(sample_rows)]
+    args = BaselineScriptArguments(max_pixels=TINY_MAX_PIXELS, skip_bad_rows=True)
+    with pytest.raises(RecipeError, match=r"no usable training rows.*unreadable_image"):
+        build_dataset(rows, lambda r: sft_example(r, "simple"), args)
+
+
 def test_bad_template_and_pixel_bounds_are_refused():
     with pytest.raises(ValueError, match="prompt_template"):
         BaselineScriptArguments(prompt_template="chatty")
