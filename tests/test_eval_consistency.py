@@ -3,6 +3,7 @@
 import pytest
 
 from medvlm_trl.eval.consistency import answer_letter, audit_completion, consistency_rates, think_conclusion
+from medvlm_trl.rewards import score_answer
 
 OPTIONS = ["Hemorrhage", "Acute infarct", "Abscess formation", "Chronic infarct"]
 
@@ -39,6 +40,19 @@ def test_think_conclusion_ignores_letters_beyond_the_options():
 )
 def test_answer_letter(text, expected):
     assert answer_letter(text, OPTIONS) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["A lesion in the cortex", "I think D", "A or B", "B, not A", "B) Hemorrhage", "B/C", "b", "**B**"],
+)
+def test_answer_letter_reads_the_answer_as_the_accuracy_reward_does(text):
+    # An English "A", a hedge between letters, or a letter beside another option's text names no option: the
+    # audit must not count such an answer as a clear choice (the accuracy reward pays no letter for any of them).
+    assert answer_letter(text, OPTIONS) is None
+    assert all(score_answer(text, letter, OPTIONS) == 0.0 for letter in "ABCD")
+    think_says_b = audit_completion(f"<think>The answer is B.</think><answer>{text}</answer>", OPTIONS)
+    assert think_says_b["mismatch"] is False
 
 
 def test_audit_flags_a_mismatch_between_think_and_answer():

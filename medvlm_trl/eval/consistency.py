@@ -6,8 +6,9 @@ answer given; accuracy alone hides both. For every completion of a reasoning pro
 - `empty_think`: no single `<think>` block, or an empty one;
 - `superficial_think`: a think block with fewer than `min_think_words` whitespace-separated words (but not empty);
 - `think_letter`: the option the reasoning concludes for, when it says so clearly (see [`think_conclusion`]);
-- `answer_letter`: the option the `<answer>` block names: a bare letter, a leading letter with extra text (`"B: ..."`)
-  or an option's exact text;
+- `answer_letter`: the option the `<answer>` block names, read by the accuracy reward's rules
+  ([`medvlm_trl.rewards.score_answer`]): a bare letter, a leading letter with extra text (`"B: ..."`) or an option's
+  exact text; a hedge (`"A or B"`) or an English `"A"` (`"A lesion ..."`) names none;
 - `mismatch`: both letters are known and differ (the think text argues for C, the answer tag says B).
 
 The conclusion is read conservatively, so that a mismatch is a clear case, never a guess: the last explicit option
@@ -23,7 +24,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from medvlm_trl.rewards import parse_completion
+from medvlm_trl.rewards import parse_completion, score_answer
 
 __all__ = ["DEFAULT_MIN_THINK_WORDS", "answer_letter", "audit_completion", "consistency_rates", "think_conclusion"]
 
@@ -42,7 +43,6 @@ _LETTER_REFS = [
 ]
 _NEGATION = re.compile(r"(?i)\b(?:not|no|never|unlikely|rule[sd]?\s+out|ruling\s+out|exclude[sd]?|rather\s+than)\b")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
-_LEADING_LETTER = re.compile(r"\(?([A-F])(?:$|[\s).:,;\]])")
 
 
 def _norm(text: str) -> str:
@@ -100,18 +100,12 @@ def think_conclusion(think: str | None, options: Sequence[str]) -> str | None:
 
 
 def answer_letter(answer_text: str | None, options: Sequence[str]) -> str | None:
-    """The option the answer block names: a bare or leading letter, or an option's exact text; else None."""
+    """The option the answer block names: the one letter the accuracy reward would pay anything for (the exact
+    letter, the letter with extra text, or the option's text); else None."""
     if not answer_text or not options:
         return None
-    letters = LETTERS[: len(options)]
-    norm = _norm(answer_text)
-    for i, option in enumerate(options):
-        if norm and norm == _norm(option):
-            return letters[i]
-    match = _LEADING_LETTER.match(answer_text.strip())
-    if match and match.group(1) in letters:
-        return match.group(1)
-    return None
+    named = [letter for letter in LETTERS[: len(options)] if score_answer(answer_text.strip(), letter, options) > 0]
+    return named[0] if len(named) == 1 else None
 
 
 def audit_completion(
