@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -20,6 +21,7 @@ from test_data_layouts import (
 from medvlm_trl.data import splits
 from medvlm_trl.data.audit import assert_no_leakage, audit
 from medvlm_trl.data.huatuo import load_huatuo
+from medvlm_trl.data.images import ImageLoadError
 from medvlm_trl.data.manifest import load_manifest
 from medvlm_trl.data.registry import load_rows
 from medvlm_trl.data.splits import medvlm_r1_split, pmc_vqa_subsets
@@ -176,3 +178,25 @@ def test_make_split_pmc_vqa_cli(pmc, tmp_path):
     rows = load_rows("pmc_vqa", "train", data_dir=pmc, split_file=out / "train.json")
     assert [r["id"] for r in rows] == train.ids()
     assert len(load_rows("pmc_vqa", "test", data_dir=pmc, split_file=out / "test.json")) == 20
+
+
+def test_make_split_skip_bad_rows_counts_unreadable_images_met_while_drawing(tmp_path, capsys):
+    """A corrupt image is found only when the draw decodes it: with --skip-bad-rows it is counted, not a crash."""
+    records = [huatuo_record(f"m{i}", "MRI") for i in range(12)] + [huatuo_record(f"c{i}", "CT") for i in range(3)]
+    records += [huatuo_record(f"x{i}", "X-ray") for i in range(2)]
+    folder = write_huatuo(tmp_path / "h", records)
+    # One in the MRI training pool, and the first CT row the seeded test draw looks at.
+    ct_rows = [r for r in load_huatuo(folder) if r["modality"] == "CT"]
+    first_ct = splits.seeded_order(ct_rows, 1, "test-CT")[0]
+    for path in (folder / "images" / "m3.png", first_ct["image"]):
+        Path(path).write_bytes(b"not a png")
+    argv = ["medvlm-r1", "--data-dir", str(folder), "--test-per-modality", "2", "--train-size", "9", "--seed", "1"]
+    with pytest.raises(ImageLoadError, match=f"row {first_ct['id']!r}"):  # without the flag: names the row
+        splits.main([*argv, "--out-dir", str(tmp_path / "strict")])
+    assert splits.main([*argv, "--skip-bad-rows", "--out-dir", str(tmp_path / "out")]) == 0
+    train = load_manifest(tmp_path / "out" / "train.json")
+    test = load_manifest(tmp_path / "out" / "test.json")
+    assert len(train.rows) == 9 and not any("m3.png" in r["id"] for r in train.rows)
+    assert len(test.rows) == 6 and first_ct["id"] not in test.ids()
+    assert train.settings["skipped"] == test.settings["skipped"] == {"unreadable_image": 2}
+    assert "unreadable_image: 2" in capsys.readouterr().out

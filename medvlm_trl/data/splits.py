@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from medvlm_trl.data.audit import CRITERIA, EXACT_CRITERIA, NEAR_THRESHOLD, audit, check_criteria
+from medvlm_trl.data.images import ImageLoadError
 from medvlm_trl.data.manifest import (
     SplitManifest,
     as_manifest,
@@ -39,7 +40,7 @@ from medvlm_trl.data.manifest import (
     select_rows,
 )
 from medvlm_trl.data.pmc_vqa import STUDY_TEST_SIZE, STUDY_TRAIN_SIZE
-from medvlm_trl.data.schema import CT, MRI, XRAY, SkipReport
+from medvlm_trl.data.schema import CT, MRI, XRAY, BadRowError, SkipReport
 
 MEDVLM_R1_TRAIN_SIZE = 600
 MEDVLM_R1_TEST_PER_MODALITY = 300
@@ -87,21 +88,30 @@ def draw_clean(
     size: int,
     *,
     seed: int,
-    test: SplitManifest,
+    test: SplitManifest | None,
     criteria: Sequence[str] = CRITERIA,
     near_threshold: int = NEAR_THRESHOLD,
     purpose: str = "train",
+    report: SkipReport | None = None,
 ) -> tuple[list[dict], list[dict], Counter]:
-    """Draw `size` rows from `pool` in seeded order, passing over every row the audit matches in `test`.
+    """Draw `size` rows from `pool` in seeded order, passing over every row the audit matches in `test` (if any).
 
-    Equivalent to a seeded sample of the pool minus all matches, but decodes only the images it looks at. Returns
-    the rows, their manifest entries (hashed) and the count of passed-over rows per criterion.
+    Equivalent to a seeded sample of the pool minus all matches, but decodes only the images it looks at. An image
+    that cannot be read raises `ImageLoadError` naming the row, or, given a `report` (`skip_bad_rows`), is counted
+    there as `unreadable_image` and passed over. Returns the rows, their manifest entries (hashed) and the count of
+    passed-over rows per criterion.
     """
-    index = LeakIndex(test, criteria, near_threshold)
+    index = LeakIndex(test, criteria, near_threshold) if test is not None else None
     rows, entries, excluded = [], [], Counter()
     for row in seeded_order(pool, seed, purpose):
-        entry = entry_for_row(row, hash_images=True)
-        hits = index.matches(entry)
+        try:
+            entry = entry_for_row(row, hash_images=True)
+        except ImageLoadError as err:
+            if report is None:
+                raise
+            report.add(BadRowError(row["id"], "unreadable_image", str(err)))
+            continue
+        hits = index.matches(entry) if index is not None else []
         if hits:
             excluded.update(hits)
             excluded["rows"] += 1
@@ -110,14 +120,15 @@ def draw_clean(
         entries.append(entry)
         if len(rows) == size:
             return rows, entries, excluded
+    what = "clean of the test split" if test is not None else "readable"
     raise ValueError(
-        f"only {len(rows)} of {len(pool)} candidate rows are clean of the test split, {size} needed "
-        f"(passed over: {dict(excluded)})"
+        f"only {len(rows)} of {len(pool)} candidate rows are {what}, {size} needed (passed over: {dict(excluded)})"
     )
 
 
 def _split_clean_of_test(
     test_rows: Sequence[dict],
+    test_entries: list[dict] | None,
     pool: Sequence[dict],
     train_size: int,
     *,
@@ -127,13 +138,18 @@ def _split_clean_of_test(
     criteria: Sequence[str],
     near_threshold: int,
     settings: dict,
+    report: SkipReport | None,
 ) -> tuple[SplitManifest, SplitManifest, dict]:
-    """Hash the test rows into a manifest, draw the training rows clean of it, and prove the two disjoint."""
-    test = manifest_from_rows(
-        test_rows, dataset=dataset, split="test", name=name, seed=seed, settings=settings, hash_images=True
-    )
+    """The test manifest (`test_entries` when drawn, else the rows hashed), the training rows drawn clean of it,
+    and a proof that the two are disjoint."""
+    if test_entries is None:
+        test = manifest_from_rows(
+            test_rows, dataset=dataset, split="test", name=name, seed=seed, settings=settings, hash_images=True
+        )
+    else:
+        test = SplitManifest(dataset=dataset, split="test", rows=test_entries, name=name, seed=seed, settings=settings)
     _, entries, excluded = draw_clean(
-        pool, train_size, seed=seed, test=test, criteria=criteria, near_threshold=near_threshold
+        pool, train_size, seed=seed, test=test, criteria=criteria, near_threshold=near_threshold, report=report
     )
     info = {"pool": len(pool), "passed_over": dict(excluded)}
     train = SplitManifest(
@@ -155,27 +171,34 @@ def medvlm_r1_split(
     criteria: Sequence[str] = CRITERIA,
     near_threshold: int = NEAR_THRESHOLD,
     settings: dict | None = None,
+    report: SkipReport | None = None,
 ) -> tuple[SplitManifest, SplitManifest, dict]:
     """MedVLM-R1's split of HuatuoGPT-Vision rows (from `load_huatuo`): `(train manifest, test manifest, info)`.
 
     With `test_manifest` (the authors' file or a manifest) its rows are the test split, looked up in `rows` by id;
     otherwise `test_per_modality` rows per modality are drawn with `seed`. Training rows: `train_size` MRI rows
-    drawn with `seed` from those the audit finds clean of the test split. Both manifests carry image hashes.
+    drawn with `seed` from those the audit finds clean of the test split. Both manifests carry image hashes. A drawn
+    row whose image cannot be read raises `ImageLoadError`, or with a `report` is counted and passed over; a row of
+    a given `test_manifest` always raises (the published test split is not redrawn).
     """
     stated = [r for r in rows if r.get("modality_from") == "subset"]
     if test_manifest is not None:
         official = as_manifest(test_manifest)
-        test_rows = select_rows(rows, official)
+        test_rows, test_entries = select_rows(rows, official), None
         test_origin = official.label
         if official.path:
             settings = {**(settings or {}), "test_manifest_sha256": file_sha256(official.path)}
     else:
-        test_rows = []
+        test_rows, test_entries = [], []
         for modality in MEDVLM_R1_TEST_MODALITIES:
             pool = [r for r in stated if r["modality"] == modality]
             if len(pool) < test_per_modality:
                 raise ValueError(f"{len(pool)} {modality} rows in the data, {test_per_modality} needed for the test")
-            test_rows += seeded_order(pool, seed, f"test-{modality}")[:test_per_modality]
+            drawn, entries, _ = draw_clean(
+                pool, test_per_modality, seed=seed, test=None, purpose=f"test-{modality}", report=report
+            )
+            test_rows += drawn
+            test_entries += entries
         test_origin = f"seeded draw, {test_per_modality} per modality"
     common = {
         **(settings or {}),
@@ -188,6 +211,7 @@ def medvlm_r1_split(
     pool = [r for r in stated if r["modality"] == MRI and r["id"] not in test_ids]
     return _split_clean_of_test(
         test_rows,
+        test_entries,
         pool,
         train_size,
         dataset="huatuo",
@@ -196,6 +220,7 @@ def medvlm_r1_split(
         criteria=criteria,
         near_threshold=near_threshold,
         settings=common,
+        report=report,
     )
 
 
@@ -209,13 +234,19 @@ def pmc_vqa_subsets(
     criteria: Sequence[str] = CRITERIA,
     near_threshold: int = NEAR_THRESHOLD,
     settings: dict | None = None,
+    report: SkipReport | None = None,
 ) -> tuple[SplitManifest, SplitManifest, dict]:
-    """The study's PMC-VQA subsets: `test_size` seeded test rows, then `train_size` seeded training rows clean of them."""
+    """The study's PMC-VQA subsets: `test_size` seeded test rows, then `train_size` seeded training rows clean of them.
+
+    A row whose image cannot be read raises `ImageLoadError`, or with a `report` is counted and passed over.
+    """
     if len(test_rows) < test_size:
         raise ValueError(f"{len(test_rows)} test rows, {test_size} needed")
     common = {**(settings or {}), "criteria": list(criteria), "near_threshold": near_threshold}
+    drawn, entries, _ = draw_clean(test_rows, test_size, seed=seed, test=None, purpose="pmc_vqa-test", report=report)
     return _split_clean_of_test(
-        seeded_order(test_rows, seed, "pmc_vqa-test")[:test_size],
+        drawn,
+        entries,
         train_rows,
         train_size,
         dataset="pmc_vqa",
@@ -224,6 +255,7 @@ def pmc_vqa_subsets(
         criteria=criteria,
         near_threshold=near_threshold,
         settings=common,
+        report=report,
     )
 
 
@@ -274,7 +306,6 @@ def main(argv: list[str] | None = None) -> int:
         rows = huatuo.load_huatuo(source, skip_bad_rows=args.skip_bad_rows, report=report)
         print(huatuo.format_summary(rows))
         settings = {"loader": "huatuo", "source": _source_label(source), "skip_bad_rows": args.skip_bad_rows}
-        settings["skipped"] = dict(report.counts)
         train, test, info = medvlm_r1_split(
             rows,
             seed=args.seed,
@@ -284,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
             criteria=criteria,
             near_threshold=args.near_threshold,
             settings=settings,
+            report=report if args.skip_bad_rows else None,
         )
     else:
         source = args.data_dir or pmc_vqa.HUB_ID
@@ -296,7 +328,6 @@ def main(argv: list[str] | None = None) -> int:
             "version": args.version,
             "test_split": args.test_split,
             "skip_bad_rows": args.skip_bad_rows,
-            "skipped": dict(report.counts),
         }
         train, test, info = pmc_vqa_subsets(
             train_rows,
@@ -307,7 +338,10 @@ def main(argv: list[str] | None = None) -> int:
             criteria=criteria,
             near_threshold=args.near_threshold,
             settings=settings,
+            report=report if args.skip_bad_rows else None,
         )
+    for manifest in (train, test):  # rows dropped at load time and, with their unreadable images, while drawing
+        manifest.settings["skipped"] = dict(report.counts)
     if report.total:
         print(report)
     _write(train, test, args.out_dir, info)
