@@ -49,6 +49,7 @@ from medvlm_trl.eval.metrics import (
     METRIC_NAMES,
 )
 from medvlm_trl.eval.scoring import parsed_answer, random_guess_accuracy, score_completion
+from medvlm_trl.rewards.judge import resolve_dtype
 
 __all__ = [
     "EvalArguments",
@@ -269,10 +270,7 @@ def load_eval_rows(
 def _torch_dtype(torch, dtype: str, device) -> Any:
     if dtype == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
-    value = getattr(torch, dtype.removeprefix("torch."), None)
-    if not isinstance(value, torch.dtype):
-        raise ValueError(f"unknown dtype {dtype!r}")
-    return value
+    return resolve_dtype(torch, dtype)
 
 
 def _size_kwargs(processor, min_pixels: int, max_pixels: int) -> dict:
