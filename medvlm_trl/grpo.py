@@ -217,12 +217,8 @@ CARD_KEYS = (
 
 def write_card(script_args, training_args, model_args, rows: list[dict], recipe: str | None) -> None:
     """The model card (`medvlm_trl.model_card`): base model, split fingerprint, recipe and hyper-parameters."""
-    from medvlm_trl.model_card import split_fingerprint, write_model_card
+    from medvlm_trl.model_card import run_hyperparameters, split_fingerprint, write_model_card
 
-    params = {key: getattr(training_args, key) for key in CARD_KEYS}
-    if model_args.use_peft:
-        params.update(lora_r=model_args.lora_r, lora_alpha=model_args.lora_alpha, lora_dropout=model_args.lora_dropout)
-        params["lora_target_modules"] = model_args.lora_target_modules
     write_model_card(
         training_args.output_dir,
         base_model=model_args.model_name_or_path,
@@ -233,7 +229,7 @@ def write_card(script_args, training_args, model_args, rows: list[dict], recipe:
         split_file=script_args.split_file,
         recipe=recipe,
         prompt_template=training_args.prompt_template,
-        hyperparameters=params,
+        hyperparameters=run_hyperparameters(training_args, model_args, CARD_KEYS),
     )
 
 

@@ -55,6 +55,16 @@ def split_fingerprint(rows: Iterable[Mapping[str, Any]]) -> str:
     return f"{len(ids)}-{digest}"
 
 
+def run_hyperparameters(training_args: Any, model_args: Any, keys: Iterable[str]) -> dict[str, Any]:
+    """The card's hyper-parameter table: `keys` read from the training config (those it has), plus LoRA's settings
+    from `trl.ModelConfig` when the run trains an adapter."""
+    params = {key: getattr(training_args, key) for key in keys if hasattr(training_args, key)}
+    if model_args.use_peft:
+        params.update(lora_r=model_args.lora_r, lora_alpha=model_args.lora_alpha, lora_dropout=model_args.lora_dropout)
+        params["lora_target_modules"] = model_args.lora_target_modules
+    return params
+
+
 def _plain(value: Any) -> Any:
     """Hyper-parameters as YAML-safe plain values (enums and paths as strings)."""
     if isinstance(value, Enum):  # TrainingArguments' enums are `str` subclasses that YAML cannot represent

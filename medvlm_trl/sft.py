@@ -193,6 +193,8 @@ def save_trained(trainer, script_args, training_args, model_args, *, method: str
 
 
 def card_hyperparameters(training_args, model_args) -> dict[str, Any]:
+    from medvlm_trl.model_card import run_hyperparameters
+
     keys = (
         "learning_rate",
         "num_train_epochs",
@@ -210,11 +212,7 @@ def card_hyperparameters(training_args, model_args) -> dict[str, Any]:
         "temperature",
         "scale_rewards",
     )
-    params = {k: getattr(training_args, k) for k in keys if hasattr(training_args, k)}
-    if model_args.use_peft:
-        params.update(lora_r=model_args.lora_r, lora_alpha=model_args.lora_alpha, lora_dropout=model_args.lora_dropout)
-        params["lora_target_modules"] = model_args.lora_target_modules
-    return params
+    return run_hyperparameters(training_args, model_args, keys)
 
 
 def train(script_args: BaselineScriptArguments, training_args, model_args, recipe: str | None = None):
