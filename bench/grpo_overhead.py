@@ -117,7 +117,7 @@ def image_tokens(trainer, dataset) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=30, help="timed steps per trainer (after one warm-up)")
     parser.add_argument("--rows", type=int, default=8, help="distinct questions in the dataset")
     parser.add_argument("--image-size", type=int, default=512, help="side of the raw images, in pixels")

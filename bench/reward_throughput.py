@@ -64,7 +64,7 @@ def bench(fn, completions, kwargs, batch: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=100_000, help="number of completions")
     parser.add_argument("--batch", type=int, default=64, help="completions per reward call")
     parser.add_argument("--conversational", action="store_true", help="TRL's conversational form instead of strings")
