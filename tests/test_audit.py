@@ -165,3 +165,22 @@ def test_flat_images_have_no_perceptual_hash():
     from medvlm_trl.data.manifest import dhash
 
     assert dhash(Image.new("RGB", (20, 20), (9, 9, 9))) is None and dhash(make_image("x")) is not None
+
+
+def test_the_cli_exits_2_with_one_line_on_bad_arguments_never_1(tmp_path, capsys):
+    """Exit 1 means "overlaps": a missing, corrupt or unknown manifest or criterion must not read as one."""
+    train, test = planted("clean", tmp_path)
+    a, b = train.save(tmp_path / "train.json"), test.save(tmp_path / "test.json")
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"format": ')
+    cases = [
+        ([str(a), str(tmp_path / "absent.json")], "split manifest not found"),
+        ([str(a), str(broken)], "broken.json is not valid JSON"),
+        ([str(a), str(b), "--criteria", "id,colour"], "unknown audit criteria ['colour']"),
+    ]
+    for argv, message in cases:
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2, argv
+        assert message in capsys.readouterr().err
+    assert main([str(a), str(b)]) == 0

@@ -254,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="medvlm-trl audit-split",
         description="Compare a training split manifest with test split manifests (medvlm-trl manifests or the "
-        "MedVLM-R1 authors' test file). Exit status: 0 clean, 1 overlaps, 3 some rows could not be checked.",
+        "MedVLM-R1 authors' test file). Exit status: 0 clean, 1 overlaps, 2 bad arguments, 3 some rows could not be "
+        "checked.",
     )
     parser.add_argument("train", help="training split manifest (JSON)")
     parser.add_argument("tests", nargs="+", help="test split manifest(s) (JSON)")
@@ -266,9 +267,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-pairs", type=int, default=50, help="offending pairs to print")
     parser.add_argument("--json", dest="json_out", help="also write the full report (every pair) to this file")
     args = parser.parse_args(argv)
-    criteria = tuple(c.strip() for c in args.criteria.split(",") if c.strip())
-
-    train, tests = as_manifest(args.train), [as_manifest(t) for t in args.tests]
+    try:  # a bad argument exits 2 with one line, never 1 (which says "overlaps") through a traceback
+        criteria = check_criteria([c.strip() for c in args.criteria.split(",") if c.strip()])
+        train, tests = as_manifest(args.train), [as_manifest(t) for t in args.tests]
+    except (OSError, ValueError) as err:
+        parser.error(str(err))
     if args.image_root:
         for manifest in (train, *tests):
             filled = fill_hashes(manifest, args.image_root)

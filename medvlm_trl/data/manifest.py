@@ -227,7 +227,10 @@ def load_manifest(path: str | os.PathLike) -> SplitManifest:
     if not path.is_file():
         raise FileNotFoundError(f"split manifest not found: {path}")
     with open(path) as fh:
-        data = json.load(fh)
+        try:
+            data = json.load(fh)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path} is not valid JSON ({err})") from None
     if isinstance(data, list):
         return _from_authors_list(data, path)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
