@@ -2,6 +2,7 @@
 is exactly right. Formula (ours, the paper gives none): weight * min(n_think / target_length, 1)."""
 
 import pickle
+from pathlib import Path
 
 import pytest
 
@@ -99,6 +100,27 @@ def test_ecr_tokenizer_failure_gives_zero_not_an_error():
             raise RuntimeError("cannot encode")
 
     assert make_ecr_length_reward(tokenizer=Broken())(["<think>a</think>"]) == [0.0]
+
+
+def test_ecr_tokenizer_given_as_a_path_object(tiny_lm):
+    from transformers import AutoTokenizer
+
+    think = "The labrum shows an abnormal signal consistent with a tear."
+    n = len(AutoTokenizer.from_pretrained(tiny_lm).encode(think, add_special_tokens=False))
+    ecr = make_ecr_length_reward(target_length=1000, tokenizer=Path(tiny_lm))
+    assert ecr([f"<think>{think}</think>"]) == [pytest.approx(n / 1000)]
+
+
+def test_a_tokenizer_that_cannot_be_loaded_or_used_is_an_error_not_a_zero_reward(tmp_path):
+    # A wrong `length_tokenizer` is a configuration error: it must not train silently on a length reward of 0.
+    ecr = make_ecr_length_reward(tokenizer=str(tmp_path / "no-tokenizer-here"))
+    with pytest.raises(OSError):
+        ecr(["<think>a b c</think>"])
+    cwr = make_cwr_length_reward(tokenizer=str(tmp_path / "no-tokenizer-here"))
+    with pytest.raises(OSError):
+        cwr(["<think>a b c</think><answer>B</answer>"], answer=["B"], options=[OPTIONS])
+    with pytest.raises(ValueError, match="tokenizer"):
+        make_ecr_length_reward(tokenizer=42)
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ in [0, weight] (for weight >= 0) so that a long chain cannot outweigh a correct 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -41,26 +42,34 @@ RewardFunc = Callable[..., list[float]]
 
 def _counter(tokenizer: Any) -> Callable[[str], int]:
     """A function giving the length of a text: words, or tokens of `tokenizer` (an object with a Hugging Face style
-    `encode`, a callable returning a sequence, or a model id / path loaded lazily with `AutoTokenizer`)."""
+    `encode`, a callable returning a sequence, or a model id / path loaded lazily with `AutoTokenizer`).
+
+    A tokenizer that cannot be loaded raises (a configuration error must not train on a length reward of 0); one
+    that fails on a particular text counts it as 0 tokens (a completion must never crash a reward)."""
     if tokenizer is None:
         return lambda text: len(text.split())
+    if not isinstance(tokenizer, (str, os.PathLike)) and not hasattr(tokenizer, "encode") and not callable(tokenizer):
+        raise ValueError(f"tokenizer must be a model id or path, or have `encode`, got {type(tokenizer).__name__}")
     loaded: list[Any] = []
 
     def count_tokens(text: str) -> int:
         if not loaded:
             tok = tokenizer
-            if isinstance(tok, str):
+            if isinstance(tok, (str, os.PathLike)):
                 from transformers import AutoTokenizer
 
-                tok = AutoTokenizer.from_pretrained(tok)
+                tok = AutoTokenizer.from_pretrained(os.fspath(tok))
             loaded.append(tok)
         tok = loaded[0]
-        if hasattr(tok, "encode"):
-            try:
-                return len(tok.encode(text, add_special_tokens=False))
-            except TypeError:
-                return len(tok.encode(text))
-        return len(tok(text))
+        try:
+            if hasattr(tok, "encode"):
+                try:
+                    return len(tok.encode(text, add_special_tokens=False))
+                except TypeError:
+                    return len(tok.encode(text))
+            return len(tok(text))
+        except Exception:  # a tokenizer that cannot encode this text: no length reward rather than a crash
+            return 0
 
     return count_tokens
 
@@ -88,11 +97,7 @@ def _check(weight: float, target_length: int) -> None:
 def _ecr_value(think: str | None, weight: float, target_length: int, count: Callable[[str], int]) -> float:
     if not think:
         return 0.0
-    try:
-        n = count(think)
-    except Exception:  # a tokenizer that cannot encode this text: no length reward rather than a crash
-        return 0.0
-    return weight * min(n / target_length, 1.0)
+    return weight * min(count(think) / target_length, 1.0)
 
 
 def _ecr_scores(completions: list, weight: float, target_length: int, count: Callable[[str], int]) -> list[float]:
