@@ -90,7 +90,8 @@ class MedVLMScriptArguments:
         default=False,
         metadata={
             "help": "Drop rows that break the row contract (answer not among the options, 2-6 options, ...) and "
-            "report how many were dropped per reason, instead of stopping at the first one."
+            "report how many were dropped per reason, instead of stopping at the first one. Training images are then "
+            "decoded once before the first step, so an unreadable one is dropped and counted too."
         },
     )
     max_train_samples: int | None = field(

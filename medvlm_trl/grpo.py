@@ -85,10 +85,17 @@ def load_train_rows(script_args: MedVLMScriptArguments) -> list[dict]:
         skip_bad_rows=script_args.skip_bad_rows,
         report=report,
     )
-    if report.total:
-        logger.warning("%s", report)
     if script_args.max_train_samples is not None:
         rows = rows[: script_args.max_train_samples]
+    if script_args.skip_bad_rows:
+        # Loaders check only that image files exist (images stay lazy); a corrupt one would otherwise stop training at
+        # its first step. With skip_bad_rows the training rows are decoded once here, and unreadable ones counted.
+        from medvlm_trl.data.huatuo import image_check
+        from medvlm_trl.data.schema import filter_rows
+
+        rows = list(filter_rows(rows, skip_bad_rows=True, report=report, extra_check=image_check("decode")))
+    if report.total:
+        logger.warning("%s", report)
     if not rows:
         raise RecipeError(
             f"dataset {script_args.dataset_name!r} (split {script_args.dataset_train_split!r}) has no training rows"

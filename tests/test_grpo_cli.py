@@ -115,3 +115,35 @@ def test_tiny_recipes_parse_with_their_documented_objective():
     _, dr, model = parse_args(["--config", str(TINY / "dr_grpo_lora.yaml")])
     assert (grpo.loss_type, grpo.scale_rewards, grpo.use_vllm) == ("grpo", "group", False)
     assert (dr.loss_type, dr.scale_rewards, model.use_peft) == ("dr_grpo", "none", True)
+
+
+def test_skip_bad_rows_decodes_training_images_and_counts_a_corrupt_one(tmp_path, caplog):
+    """Images stay lazy at load time; with skip_bad_rows, GRPO decodes its training rows once before the first step,
+    so a corrupt image is counted and passed over instead of stopping training mid-run."""
+    import logging
+    import shutil
+
+    from medvlm_trl.configs import MedVLMScriptArguments
+    from medvlm_trl.data.images import ImageLoadError
+    from medvlm_trl.data.sample import sample_dir
+    from medvlm_trl.grpo import load_train_rows
+
+    root = tmp_path / "sample"
+    shutil.copytree(sample_dir(), root)
+    first = json.loads((root / "train.jsonl").read_text().splitlines()[0])
+    (root / first["image"]).write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+
+    args = MedVLMScriptArguments(dataset_name="sample", data_dir=str(root), skip_bad_rows=True)
+    with caplog.at_level(logging.WARNING):
+        rows = load_train_rows(args)
+    assert first["id"] not in {r["id"] for r in rows}
+    assert len(rows) == len((root / "train.jsonl").read_text().splitlines()) - 1
+    assert "unreadable_image: 1" in caplog.text and first["id"] in caplog.text
+
+    # Without the flag the rows stay lazy: the corrupt image is found where it is used, named by its row.
+    lazy = load_train_rows(MedVLMScriptArguments(dataset_name="sample", data_dir=str(root)))
+    bad = next(r for r in lazy if r["id"] == first["id"])
+    from medvlm_trl.data.images import prepare_image
+
+    with pytest.raises(ImageLoadError, match=first["id"]):
+        prepare_image(bad["image"], row_id=bad["id"])
