@@ -129,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu", help="which step time the ratio uses")
     parser.add_argument("--json", help="also write the timings to this file")
     args = parser.parse_args(argv)
+    for name in ("rounds", "rows", "image_size", "prompts_per_step", "generations", "completion_length", "threads"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
     warnings.filterwarnings("ignore")
 
     import torch
