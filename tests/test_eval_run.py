@@ -220,6 +220,10 @@ def test_a_rerun_with_other_settings_is_refused_before_loading_a_model(tmp_path,
     code = main(["--model", str(tmp_path / "no-such-model"), "--split", str(split), "--prompt", "simple"]
                 + ["--out", str(tmp_path / "run"), "--no_progress"])  # fmt: skip
     assert code == 2 and "prompt: 'r1' before, 'simple' now" in capsys.readouterr().err
+    # Another dtype makes other completions too: refused the same way.
+    code = main(["--model", str(tmp_path / "no-such-model"), "--split", str(split), "--dtype", "bfloat16"]
+                + ["--out", str(tmp_path / "run"), "--no_progress"])  # fmt: skip
+    assert code == 2 and "dtype: 'auto' before, 'bfloat16' now" in capsys.readouterr().err
     # The same settings again: nothing left to do, so no model is loaded either.
     assert main(["--model", str(tmp_path / "no-such-model"), "--split", str(split), "--out", str(tmp_path / "run"),
                  "--metrics", "none", "--no_progress"]) == 0  # fmt: skip

@@ -24,7 +24,7 @@ questions and adds reasoning metrics (appendix B). This module runs either proto
   metrics asked for with `--metrics`.
 - Resume: rerunning the same command skips every id already in `predictions.jsonl` (a line cut off by a kill is
   dropped and redone), so an interrupted run continues where it stopped and no question is scored twice. A rerun
-  with other settings (model, split, prompt, pixels, tokens, backend) into the same folder is refused.
+  with other settings (model, split, prompt, pixels, tokens, backend, dtype) into the same folder is refused.
 """
 
 from __future__ import annotations
@@ -68,7 +68,17 @@ PREDICTIONS = "predictions.jsonl"
 SUMMARY = "summary.json"
 RUN_CONFIG = "run.json"
 # Settings that change what a completion is; a resumed run must match them all.
-RESUME_KEYS = ("model", "split", "dataset", "prompt", "max_new_tokens", "min_pixels", "max_pixels", "backend")
+RESUME_KEYS = (
+    "model",
+    "split",
+    "dataset",
+    "prompt",
+    "max_new_tokens",
+    "min_pixels",
+    "max_pixels",
+    "backend",
+    "dtype",
+)
 
 # A generator maps conversational prompts and their images (one list per prompt) to completion texts.
 Generator = Callable[[list[list[dict]], list[list[Any]]], list[str]]
@@ -672,6 +682,7 @@ def run_eval(args: EvalArguments, generator: Generator | None = None) -> dict:
         "dataset": args.dataset,
         "max_new_tokens": args.max_new_tokens,
         "backend": backend,
+        "dtype": args.dtype,
     }
     if generator is None:
         most_images = max(len(r["images"]) if r.get("images") else 1 for r in rows)
