@@ -61,14 +61,18 @@ def check_recipe(argv: Sequence[str], parser) -> None:
         recipe = yaml.safe_load(fh)
     if not isinstance(recipe, dict):
         raise RecipeError(f"{path}: a recipe must be a YAML mapping of keys to values")
-    known = recipe_keys(parser)
-    unknown = sorted(key for key in recipe if key not in known)
+    unknown = unknown_keys(recipe, recipe_keys(parser))
     if unknown:
-        hints = []
-        for key in unknown:
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        raise RecipeError(f"{path}: unknown recipe key(s): {', '.join(hints)}")
+        raise RecipeError(f"{path}: unknown recipe key(s): {', '.join(unknown)}")
+
+
+def unknown_keys(keys, known: set[str]) -> list[str]:
+    """The keys not in `known`, sorted, each quoted with a "did you mean" hint where a known key is close."""
+    hints = []
+    for key in sorted(k for k in keys if k not in known):
+        close = difflib.get_close_matches(str(key), known, n=1)
+        hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return hints
 
 
 def load_train_rows(script_args: MedVLMScriptArguments) -> list[dict]:

@@ -217,15 +217,11 @@ def eval_keys() -> set[str]:
 
 
 def _unknown(keys, known: set[str], where: str) -> None:
-    import difflib
+    from medvlm_trl.grpo import unknown_keys
 
-    unknown = sorted(k for k in keys if k not in known)
+    unknown = unknown_keys(keys, known)
     if unknown:
-        hints = []
-        for key in unknown:
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        raise ReproduceError(f"{where}: unknown key(s) {', '.join(hints)}")
+        raise ReproduceError(f"{where}: unknown key(s) {', '.join(unknown)}")
 
 
 def load_protocol(paper_dir: str | os.PathLike) -> dict:
