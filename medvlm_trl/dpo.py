@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from trl import DPOConfig
 
 from medvlm_trl.data.prompts import LETTERS, build_prompt
-from medvlm_trl.grpo import check_split_overlap, load_train_rows, require_model_name, run_main
-from medvlm_trl.run_safety import RunInfoCallback, RunSafetyArguments
-from medvlm_trl.sft import BaselineScriptArguments, apply_model_init_kwargs, build_dataset, save_trained
+from medvlm_trl.grpo import run_main
+from medvlm_trl.run_safety import RunSafetyArguments
+from medvlm_trl.sft import BaselineScriptArguments, train_baseline
 
 
 @dataclass
@@ -64,30 +64,14 @@ def preference_example(row: dict, template: str = "simple", seed: int = 42) -> d
 
 
 def train(script_args: DPOScriptArguments, training_args, model_args, recipe: str | None = None):
-    """Run the DPO baseline and return the trainer."""
-    from trl import DPOTrainer, get_peft_config
+    """Run the DPO baseline and return the trainer. With beta > 0 DPO needs a reference model: TRL loads a frozen copy
+    of the same checkpoint (or, with LoRA, uses the base model with the adapter switched off)."""
+    from trl import DPOTrainer
 
-    require_model_name(model_args)
-    apply_model_init_kwargs(training_args, model_args)
-    rows = load_train_rows(script_args)
-    check_split_overlap(rows, script_args)
-    dataset = build_dataset(
-        rows,
-        lambda row: preference_example(row, script_args.prompt_template, script_args.rejected_seed),
-        script_args,
-    )
-    # With beta > 0 DPO needs a reference model: TRL loads a frozen copy of the same checkpoint (or, with LoRA, uses
-    # the base model with the adapter switched off).
-    trainer = DPOTrainer(
-        model=model_args.model_name_or_path,
-        args=training_args,
-        train_dataset=dataset,
-        peft_config=get_peft_config(model_args),
-    )
-    trainer.add_callback(RunInfoCallback(script_args))
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    save_trained(trainer, script_args, training_args, model_args, method="dpo", rows=rows, recipe=recipe)
-    return trainer
+    def example(row: dict) -> dict:
+        return preference_example(row, script_args.prompt_template, script_args.rejected_seed)
+
+    return train_baseline(DPOTrainer, "dpo", example, script_args, training_args, model_args, recipe)
 
 
 @dataclass

@@ -215,16 +215,19 @@ def card_hyperparameters(training_args, model_args) -> dict[str, Any]:
     return run_hyperparameters(training_args, model_args, keys)
 
 
-def train(script_args: BaselineScriptArguments, training_args, model_args, recipe: str | None = None):
-    """Run the SFT baseline and return the trainer."""
-    from trl import SFTTrainer, get_peft_config
+def train_baseline(
+    trainer_cls, method: str, example: Callable[[dict], dict], script_args, training_args, model_args, recipe
+):
+    """The body both baselines share: rows checked against the test split, examples built (images resized once),
+    TRL's `trainer_cls` trained with the run record callback, then model, processor and card saved."""
+    from trl import get_peft_config
 
     require_model_name(model_args)
     apply_model_init_kwargs(training_args, model_args)
     rows = load_train_rows(script_args)
     check_split_overlap(rows, script_args)
-    dataset = build_dataset(rows, lambda row: sft_example(row, script_args.prompt_template), script_args)
-    trainer = SFTTrainer(
+    dataset = build_dataset(rows, example, script_args)
+    trainer = trainer_cls(
         model=model_args.model_name_or_path,
         args=training_args,
         train_dataset=dataset,
@@ -232,8 +235,18 @@ def train(script_args: BaselineScriptArguments, training_args, model_args, recip
     )
     trainer.add_callback(RunInfoCallback(script_args))
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    save_trained(trainer, script_args, training_args, model_args, method="sft", rows=rows, recipe=recipe)
+    save_trained(trainer, script_args, training_args, model_args, method=method, rows=rows, recipe=recipe)
     return trainer
+
+
+def train(script_args: BaselineScriptArguments, training_args, model_args, recipe: str | None = None):
+    """Run the SFT baseline and return the trainer."""
+    from trl import SFTTrainer
+
+    def example(row: dict) -> dict:
+        return sft_example(row, script_args.prompt_template)
+
+    return train_baseline(SFTTrainer, "sft", example, script_args, training_args, model_args, recipe)
 
 
 def main(argv: list[str] | None = None) -> int:
