@@ -279,5 +279,10 @@ def test_accuracy_column_length_mismatch_is_a_clear_error():
 
 
 def test_accuracy_needs_its_columns():
-    with pytest.raises(TypeError):
+    # A dataset without the column: TRL passes the columns it has, so the error names the missing one and those.
+    with pytest.raises(
+        ValueError, match=r"accuracy_reward needs the dataset's `options` column.*answer_text, modality"
+    ):
+        accuracy_reward(["<answer>B</answer>"], answer=["B"], modality=["MRI"], answer_text=["Labral pathology"])
+    with pytest.raises(ValueError, match=r"`answer` column.*: none$"):
         accuracy_reward(["<answer>B</answer>"])

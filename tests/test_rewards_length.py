@@ -169,7 +169,9 @@ def test_cwr_parameters_and_conversational_form():
 
 
 def test_cwr_needs_its_columns():
-    with pytest.raises(TypeError):
-        cwr_length_reward([completion(3)])
+    with pytest.raises(ValueError, match=r"cwr_length_reward needs the dataset's `answer` column.*: options"):
+        cwr_length_reward([completion(3)], options=[OPTIONS])
+    with pytest.raises(ValueError, match=r"^cwr_fast needs the dataset's `options` column"):
+        make_cwr_length_reward(name="cwr_fast")([completion(3)], answer=["B"])
     with pytest.raises(ValueError, match="options"):
         cwr_length_reward([completion(3)] * 2, answer=["B", "B"], options=[OPTIONS])

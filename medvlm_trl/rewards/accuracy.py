@@ -146,16 +146,32 @@ def score_answer(answer_text: str | None, answer: Any, options: Any) -> float:
     return 0.5
 
 
-def _per_completion(values: Any, n: int, name: str) -> Sequence:
+def _given(answer: Any, options: Any, kwargs: Mapping) -> list[str]:
+    """The names of the columns a reward call received (for the error when one it needs is missing)."""
+    named = [name for name, value in (("answer", answer), ("options", options)) if value is not None]
+    return named + list(kwargs)
+
+
+def _per_completion(values: Any, n: int, name: str, reward: str = "accuracy_reward", given: Any = ()) -> Sequence:
+    """`values` checked to hold one entry per completion. `None` means TRL passed no such dataset column (a dataset
+    without `answer` / `options`): a clear error naming the column and the keyword arguments that did arrive."""
+    if values is None:
+        names = ", ".join(sorted(given)) or "none"
+        raise ValueError(
+            f"{reward} needs the dataset's `{name}` column (one value per completion), but it was not passed; "
+            f"the other keyword arguments were: {names}"
+        )
     if isinstance(values, (list, tuple)) and len(values) == n:
         return values
     raise ValueError(
-        f"accuracy needs one `{name}` value per completion ({n}); got {type(values).__name__}"
+        f"{reward} needs one `{name}` value per completion ({n}); got {type(values).__name__}"
         + (f" of length {len(values)}" if isinstance(values, (list, tuple)) else "")
     )
 
 
-def accuracy_reward(completions: list, answer: list[str], options: list[list[str]], **kwargs) -> list[float]:
+def accuracy_reward(
+    completions: list, answer: list[str] | None = None, options: list[list[str]] | None = None, **kwargs
+) -> list[float]:
     r"""MedVLM-R1's accuracy reward on the content of the single `<answer>` block, stripped: exactly the correct letter
     -> 1.0; the correct letter followed by extra text (`"B, because ..."`, `"B: Labral pathology"`) or the correct
     option's text instead of the letter -> 0.5; anything else (wrong letter, several letters, missing or unclosed
@@ -166,6 +182,10 @@ def accuracy_reward(completions: list, answer: list[str], options: list[list[str
         answer: the correct letter, one per completion (the dataset's `answer` column).
         options: the option texts, one list per completion (the dataset's `options` column).
 
+    Raises:
+        ValueError: when `answer` or `options` is missing (a dataset without the column) or has not one entry per
+            completion; the message names the column.
+
     Example (MedVLM-R1, Fig. 1):
     ```python
     >>> completions = ["<think>The labrum is torn.</think><answer>B</answer>", "<answer>B, a labral tear</answer>"]
@@ -174,6 +194,7 @@ def accuracy_reward(completions: list, answer: list[str], options: list[list[str
     ```
     """
     n = len(completions)
-    answer = _per_completion(answer, n, "answer")
-    options = _per_completion(options, n, "options")
+    given = _given(answer, options, kwargs)
+    answer = _per_completion(answer, n, "answer", "accuracy_reward", given)
+    options = _per_completion(options, n, "options", "accuracy_reward", given)
     return [score_answer(parse_completion(c).answer, a, o) for c, a, o in zip(completions, answer, options)]

@@ -21,7 +21,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from .accuracy import _per_completion, score_answer
+from .accuracy import _given, _per_completion, score_answer
 from .parsing import parse_completion
 
 __all__ = [
@@ -104,10 +104,11 @@ def _ecr_scores(completions: list, weight: float, target_length: int, count: Cal
     return [_ecr_value(parse_completion(c).think, weight, target_length, count) for c in completions]
 
 
-def _cwr_scores(completions, answer, options, weight, target_length, count) -> list[float]:
+def _cwr_scores(completions, answer, options, weight, target_length, count, name, kwargs) -> list[float]:
     n = len(completions)
-    answer = _per_completion(answer, n, "answer")
-    options = _per_completion(options, n, "options")
+    given = _given(answer, options, kwargs)
+    answer = _per_completion(answer, n, "answer", name, given)
+    options = _per_completion(options, n, "options", name, given)
     scores = []
     for completion, letter, opts in zip(completions, answer, options):
         parsed = parse_completion(completion)
@@ -171,8 +172,10 @@ def make_cwr_length_reward(
     _check(weight, target_length)
     count = _counter(tokenizer)
 
-    def cwr(completions: list, answer: list[str], options: list[list[str]], **kwargs) -> list[float]:
-        return _cwr_scores(completions, answer, options, weight, target_length, count)
+    def cwr(
+        completions: list, answer: list[str] | None = None, options: list[list[str]] | None = None, **kwargs
+    ) -> list[float]:
+        return _cwr_scores(completions, answer, options, weight, target_length, count, name, kwargs)
 
     cwr.__name__ = cwr.__qualname__ = name
     cwr.__doc__ = (
@@ -204,7 +207,9 @@ def ecr_length_reward(completions: list, **kwargs) -> list[float]:
     return _ecr_scores(completions, DEFAULT_WEIGHT, DEFAULT_TARGET_LENGTH, _count_words)
 
 
-def cwr_length_reward(completions: list, answer: list[str], options: list[list[str]], **kwargs) -> list[float]:
+def cwr_length_reward(
+    completions: list, answer: list[str] | None = None, options: list[list[str]] | None = None, **kwargs
+) -> list[float]:
     r"""Correctness-Weighted Length Reward (RL-MedVQA study, section 3.3) with the default parameters: the value of
     [`ecr_length_reward`] when [`accuracy_reward`] would give 1.0 (the answer block holds exactly the correct letter),
     else 0.0. Build other parameters with [`make_cwr_length_reward`].
@@ -216,4 +221,6 @@ def cwr_length_reward(completions: list, answer: list[str], options: list[list[s
     [1.0, 0.0]
     ```
     """
-    return _cwr_scores(completions, answer, options, DEFAULT_WEIGHT, DEFAULT_TARGET_LENGTH, _count_words)
+    return _cwr_scores(
+        completions, answer, options, DEFAULT_WEIGHT, DEFAULT_TARGET_LENGTH, _count_words, "cwr_length_reward", kwargs
+    )
