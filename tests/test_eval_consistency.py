@@ -16,6 +16,9 @@ OPTIONS = ["Hemorrhage", "Acute infarct", "Abscess formation", "Chronic infarct"
         ("Hyperintense rim ... so (C).", "C"),
         ("Between B) and D) the volume loss favours D) here.", "D"),
         ("Answer: B", "B"),
+        ("Option C fits; the rim is thin (in segment B).", "C"),  # "B)" closing an aside is no reference
+        ("The lesion (see segment A) favours D) here.", "D"),  # an aside closed, a bare "D)" after it still counts
+        ("Enhancing rim (B) and (segment A) here", "B"),
         ("There is volume loss and gliosis, typical of a chronic infarct.", "D"),  # the last sentence names one option
         ("A hemorrhage would be bright. This is an acute infarct.", "B"),  # "acute infarct" is not also "infarct"
         ("This is not a hemorrhage.", None),  # a negated option is no conclusion

@@ -12,10 +12,10 @@ answer given; accuracy alone hides both. For every completion of a reasoning pro
 - `mismatch`: both letters are known and differ (the think text argues for C, the answer tag says B).
 
 The conclusion is read conservatively, so that a mismatch is a clear case, never a guess: the last explicit option
-reference (`"answer is C"`, `"option C"`, `"(C)"`, `"C)"`) wins; without one, the last sentence that names exactly one
-option's text, with no negation in it (`"not"`, `"no"`, `"unlikely"`, `"rule out"`, ...), decides; otherwise the
-conclusion is unknown and the row is not counted as a mismatch. The rates are reported beside accuracy in the eval
-summary (as % of all rows of the group).
+reference (`"answer is C"`, `"option C"`, `"(C)"`, `"C)"`, but not the `"B)"` that closes an aside such as `"(in
+segment B)"`) wins; without one, the last sentence that names exactly one option's text, with no negation in it
+(`"not"`, `"no"`, `"unlikely"`, `"rule out"`, ...), decides; otherwise the conclusion is unknown and the row is not
+counted as a mismatch. The rates are reported beside accuracy in the eval summary (as % of all rows of the group).
 """
 
 from __future__ import annotations
@@ -39,10 +39,23 @@ _LETTER_REFS = [
         r"\s*[:=\-]?\s*\(?([A-F])\b(?![-'])"
     ),
     re.compile(r"\(([A-F])\)"),
-    re.compile(r"(?<![\w(])([A-F])\)"),
 ]
+# A bare "C)" is a reference too ("Between B) and D) ..."), unless its ")" closes a parenthesis opened earlier on the
+# line: in "(in segment B)" the "B" is a word of the aside, not option B.
+_BARE_LETTER_REF = re.compile(r"(?<![\w(])([A-F])\)")
 _NEGATION = re.compile(r"(?i)\b(?:not|no|never|unlikely|rule[sd]?\s+out|ruling\s+out|exclude[sd]?|rather\s+than)\b")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def _closes_open_parenthesis(text: str, pos: int) -> bool:
+    """Whether a ")" at `pos` closes a "(" opened earlier on its line (a ")" with nothing open closes nothing)."""
+    depth = 0
+    for char in text[text.rfind("\n", 0, pos) + 1 : pos]:
+        if char == "(":
+            depth += 1
+        elif char == ")" and depth:
+            depth -= 1
+    return depth > 0
 
 
 def _norm(text: str) -> str:
@@ -83,10 +96,11 @@ def think_conclusion(think: str | None, options: Sequence[str]) -> str | None:
         return None
     letters = LETTERS[: len(options)]
     last_pos, last_letter = -1, None
-    for pattern in _LETTER_REFS:
-        for match in pattern.finditer(think):
-            if match.group(1) in letters and match.start(1) > last_pos:
-                last_pos, last_letter = match.start(1), match.group(1)
+    matches = [m for pattern in _LETTER_REFS for m in pattern.finditer(think)]
+    matches += [m for m in _BARE_LETTER_REF.finditer(think) if not _closes_open_parenthesis(think, m.end(1))]
+    for match in matches:
+        if match.group(1) in letters and match.start(1) > last_pos:
+            last_pos, last_letter = match.start(1), match.group(1)
     if last_letter is not None:
         return last_letter
     for sentence in reversed([s for s in _SENTENCE_END.split(think) if s.strip()]):
