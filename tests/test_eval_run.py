@@ -13,6 +13,7 @@ from PIL import Image
 from medvlm_trl.data.sample import load_sample
 from medvlm_trl.eval import score_letter, score_strict
 from medvlm_trl.eval.run import EvalArguments, EvalInputError, HFGenerator, evaluate, main, read_predictions, run_eval
+from medvlm_trl.eval.table import build_table, render_markdown
 from medvlm_trl.tiny import TINY_MAX_PIXELS, TINY_MIN_PIXELS
 
 PIXELS = ["--min_pixels", str(TINY_MIN_PIXELS), "--max_pixels", str(TINY_MAX_PIXELS)]
@@ -242,6 +243,15 @@ def test_a_bad_row_is_named_or_skipped_and_counted(tmp_path, capsys):
         "unreadable_image": ["r3"]
     }
     assert summary["overall"]["n"] == 4
+    assert summary["complete"]  # nothing left to resume: every row is predicted or skipped
+    # The table marks the row: its accuracy is over fewer rows than the test split.
+    table_dir = tmp_path / "results"
+    table_dir.mkdir()
+    (tmp_path / "run").rename(table_dir / "grpo_qwen2vl_2b")
+    md = render_markdown(build_table("medvlm_r1", table_dir))
+    assert "| GRPO (MedVLM-R1) † |" in md and "| Qwen2-VL-2B (zero-shot) |" in md
+    assert "† GRPO (MedVLM-R1): 2 bad test row(s) skipped (answer_not_in_options 1, unreadable_image 1)" in md
+    (table_dir / "grpo_qwen2vl_2b").rename(tmp_path / "run")
     rows.pop(2)
     split = _write(tmp_path / "rows2.json", rows)
     with pytest.raises(Exception, match="'r3'.*image file not found"):

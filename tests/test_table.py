@@ -130,3 +130,19 @@ def test_cli_errors_are_clear(tmp_path, capsys):
     assert "grpo_qwen2vl_2b/summary.json: not JSON" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--paper", "other", str(tmp_path)])
+
+
+def test_an_incomplete_eval_is_marked_not_shown_as_a_finished_row(tmp_path):
+    # A summary as `medvlm-trl eval` writes it when rows are left without predictions (a run stopped part-way).
+    row = tmp_path / "grpo_qwen2vl_2b"
+    row.mkdir()
+    group = {"n": 3, "accuracy": 100.0, "random_guess": 25.0}
+    summary = {"modalities": {"MRI": group}, "overall": group, "rows": 5, "complete": False,
+               "skipped": {"total": 0, "counts": {}, "examples": {}}}  # fmt: skip
+    (row / "summary.json").write_text(json.dumps(summary))
+    table = build_table("medvlm_r1", tmp_path)
+    md = render_markdown(table)
+    assert "| GRPO (MedVLM-R1) † | 100.00 / 95.33 (+4.67) |" in md
+    assert "† GRPO (MedVLM-R1): incomplete eval: 3 of 5 rows have predictions (rerun it to resume)" in md
+    caveats = {r["row"]: r["caveats"] for r in csv.DictReader(io.StringIO(render_csv(table)))}
+    assert caveats["grpo_qwen2vl_2b"].startswith("incomplete eval") and caveats["random_guess"] == ""

@@ -588,7 +588,8 @@ def evaluate(
         {
             "config": config,
             "rows": len(rows),
-            "complete": len(records) == len(rows),
+            # Every row has its prediction or was skipped as bad (a rerun would skip it again): nothing left to resume.
+            "complete": len(records) + skipped.total == len(rows),
             "skipped": {"total": skipped.total, "counts": dict(skipped.counts), "examples": skipped.examples},
             "stale_predictions": len(done.keys() - ids),
         }

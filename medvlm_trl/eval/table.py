@@ -49,6 +49,7 @@ PAPERS = ("medvlm_r1", "rl_medvqa")
 MISSING = "missing"  # no results folder for the row
 ABSENT = "—"  # the row has results, but not this value (a modality not in its test rows, a metric not computed)
 NOT_AVAILABLE = "n.a."  # the paper's value could not be read
+CAVEAT = "†"  # the row's eval skipped bad test rows or is incomplete: its numbers are over fewer rows than the paper's
 
 
 @dataclass
@@ -72,7 +73,7 @@ class Table:
     name: str
     title: str
     columns: list[dict]
-    rows: list[dict]  # {"key", "label", "cells": {column key: Cell}, "found": bool}
+    rows: list[dict]  # {"key", "label", "cells": {column key: Cell}, "found": bool, "caveats": [str]}
     notes: list[str]
 
 
@@ -109,6 +110,27 @@ def _read_summary(folder: Path) -> dict | None:
     if not isinstance(summary, dict) or "modalities" not in summary or "overall" not in summary:
         raise ValueError(f"{path}: not an eval summary (no 'modalities' / 'overall'); write it with medvlm-trl eval")
     return summary
+
+
+def _caveats(summary: dict | None) -> list[str]:
+    """Why a row's numbers are over fewer test rows than asked for: bad rows skipped (`--skip_bad_rows`, when loading
+    or when decoding an image) or an eval stopped before every row had its prediction."""
+    if summary is None:
+        return []
+    caveats = []
+    skipped = summary.get("skipped") or {}
+    counts: dict[str, int] = {}
+    for part in (skipped, skipped.get("load") or {}):
+        for reason, count in (part.get("counts") or {}).items():
+            counts[reason] = counts.get(reason, 0) + int(count)
+    total = int(skipped.get("total") or 0) + int((skipped.get("load") or {}).get("total") or 0)
+    if total:
+        reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(counts.items()))
+        caveats.append(f"{total} bad test row(s) skipped ({reasons})")
+    if summary.get("complete") is False:
+        n = (summary.get("overall") or {}).get("n")
+        caveats.append(f"incomplete eval: {n} of {summary.get('rows')} rows have predictions (rerun it to resume)")
+    return caveats
 
 
 def _accuracy_cells(spec: dict, summary: dict | None, field: str) -> dict[str, Cell]:
@@ -184,7 +206,10 @@ def build_table(paper: str, results_dir: str | Path, paper_results: dict | None 
         else:
             cells = _accuracy_cells({"columns": layout["columns"], "row": row}, summary, "accuracy")
             found = summary is not None
-        rows.append({"key": row["key"], "label": row["label"], "cells": cells, "found": found})
+        caveats = _caveats(summary)
+        for caveat in caveats:
+            notes.append(f"{CAVEAT} {row['label']}: {caveat}; its numbers are over fewer rows than the test split")
+        rows.append({"key": row["key"], "label": row["label"], "cells": cells, "found": found, "caveats": caveats})
     if layout.get("notes"):
         notes.append(layout["notes"])
     return Table(
@@ -214,24 +239,29 @@ def render_markdown(table: Table) -> str:
         f"### {table.title}",
         "",
         f"Each cell: ours / paper (ours − paper). `{MISSING}`: no results for the row; `{ABSENT}`: the row's results "
-        f"lack this value; `{NOT_AVAILABLE}`: the paper's value could not be read.",
+        f"lack this value; `{NOT_AVAILABLE}`: the paper's value could not be read; `{CAVEAT}`: the row's eval skipped "
+        "bad test rows or is incomplete (see the notes below).",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "|".join(["---"] + ["---:"] * len(table.columns)) + "|",
     ]
     for row in table.rows:
         cells = [_cell_text(row["cells"][c["key"]], row["found"]) for c in table.columns]
-        lines.append("| " + " | ".join([row["label"], *cells]) + " |")
+        label = row["label"] + (f" {CAVEAT}" if row.get("caveats") else "")
+        lines.append("| " + " | ".join([label, *cells]) + " |")
     if table.notes:
         lines += ["", *[f"- {note}" for note in table.notes]]
     return "\n".join(lines) + "\n"
 
 
 def render_csv(table: Table) -> str:
-    """One line per cell: paper, row, label, column, ours, ours_std, paper value, paper_std, delta, n."""
+    """One line per cell: paper, row, label, column, ours, ours_std, paper value, paper_std, delta, n, and the
+    row's caveats (skipped bad rows, an incomplete eval; `; `-separated, empty when none)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["paper", "row", "label", "column", "ours", "ours_std", "paper_value", "paper_std", "delta", "n"])
+    writer.writerow(
+        ["paper", "row", "label", "column", "ours", "ours_std", "paper_value", "paper_std", "delta", "n", "caveats"]
+    )
     for row in table.rows:
         for column in table.columns:
             cell = row["cells"][column["key"]]
@@ -244,6 +274,7 @@ def render_csv(table: Table) -> str:
                     *["" if v is None else v for v in (cell.ours, cell.ours_std, cell.paper, cell.paper_std)],
                     "" if cell.delta is None else cell.delta,
                     "" if cell.n is None else cell.n,
+                    "; ".join(row.get("caveats") or []),
                 ]
             )
     return buffer.getvalue()
