@@ -14,7 +14,8 @@ columns and the published values live in one data file, `medvlm_trl/resources/pa
 
 Every cell reads `ours / paper (ours - paper)`. A row without results reads `missing`, never 0; a value its results
 lack (a modality not in its test rows, a metric not computed) reads `—`; a published value we could not read reads
-`n.a.`. Written to `--out` (default RESULTS_DIR): `table1_<paper>.md`, `table1_<paper>.csv`
+`n.a.`. A row whose eval skipped bad test rows or is incomplete is marked `†`, with the reason in the notes.
+Written to `--out` (default RESULTS_DIR): `table1_<paper>.md`, `table1_<paper>.csv`
 (one line per cell) and `table1_<paper>.png`, a bar chart of the accuracies (matplotlib, Agg backend) with the
 published values marked.
 """
