@@ -30,7 +30,13 @@ from typing import Any
 from trl import SFTConfig
 
 from medvlm_trl.configs import MedVLMScriptArguments, check_pixel_bounds
-from medvlm_trl.data.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, ImageLoadError, prepare_image
+from medvlm_trl.data.images import (
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MIN_PIXELS,
+    ImageLoadError,
+    pin_processor_pixels,
+    prepare_image,
+)
 from medvlm_trl.data.prompts import TEMPLATES, build_prompt
 from medvlm_trl.data.schema import BadRowError, SkipReport
 from medvlm_trl.grpo import RecipeError, check_split_overlap, load_train_rows, require_model_name, run_main
@@ -215,11 +221,26 @@ def card_hyperparameters(training_args, model_args) -> dict[str, Any]:
     return run_hyperparameters(training_args, model_args, keys)
 
 
+def load_pinned_processor(script_args, training_args, model_args):
+    """The processor TRL would load for the model, with the run's pixel bounds set before the trainer sees a row: the
+    images are already resized to them, so its own resize is the identity, and the saved processor records them."""
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(
+        model_args.model_name_or_path,
+        revision=model_args.model_revision,
+        trust_remote_code=training_args.trust_remote_code,
+    )
+    pin_processor_pixels(processor, script_args.min_pixels, script_args.max_pixels)
+    return processor
+
+
 def train_baseline(
     trainer_cls, method: str, example: Callable[[dict], dict], script_args, training_args, model_args, recipe
 ):
     """The body both baselines share: rows checked against the test split, examples built (images resized once),
-    TRL's `trainer_cls` trained with the run record callback, then model, processor and card saved."""
+    TRL's `trainer_cls` (given the processor with the run's pixel bounds) trained with the run record callback, then
+    model, processor and card saved."""
     from trl import get_peft_config
 
     require_model_name(model_args)
@@ -231,6 +252,7 @@ def train_baseline(
         model=model_args.model_name_or_path,
         args=training_args,
         train_dataset=dataset,
+        processing_class=load_pinned_processor(script_args, training_args, model_args),
         peft_config=get_peft_config(model_args),
     )
     trainer.add_callback(RunInfoCallback(script_args))

@@ -26,7 +26,7 @@ import torch
 from accelerate.utils import gather_object
 from trl import GRPOTrainer
 
-from medvlm_trl.data.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, PATCH_FACTOR, prepare_image
+from medvlm_trl.data.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, pin_processor_pixels, prepare_image
 from medvlm_trl.vllm_compat import VLLMColocatePromptMixin
 
 logger = logging.getLogger(__name__)
@@ -61,27 +61,12 @@ class MedVLMGRPOTrainer(VLLMColocatePromptMixin, GRPOTrainer):
         self.min_pixels = int(getattr(self.args, "min_pixels", DEFAULT_MIN_PIXELS))
         self.max_pixels = int(getattr(self.args, "max_pixels", DEFAULT_MAX_PIXELS))
         if self._is_vlm:
-            self._pin_processor_pixels()
+            pin_processor_pixels(self.processing_class, self.min_pixels, self.max_pixels)
             # TRL left-pads prompt ids by hand but lets the processor pad the per-token multimodal fields
             # (mm_token_type_ids) of the forward pass: with right padding those would no longer line up.
             if self._tokenizer.padding_side != "left":
                 logger.warning("Setting the processor's padding side to 'left', as GRPO requires.")
                 self._tokenizer.padding_side = "left"
-
-    def _pin_processor_pixels(self) -> None:
-        """Give the processor our pixel bounds, so that it never resizes an image we have already resized."""
-        image_processor = getattr(self.processing_class, "image_processor", None)
-        if image_processor is None:
-            return
-        factor = getattr(image_processor, "patch_size", 14) * getattr(image_processor, "merge_size", 2)
-        if factor != PATCH_FACTOR:
-            raise ValueError(
-                f"{type(image_processor).__name__} groups {factor}x{factor} pixels per image token, but the pixel "
-                f"bounds here follow Qwen2-VL's {PATCH_FACTOR}x{PATCH_FACTOR} rule; use a Qwen2-VL-family processor"
-            )
-        from transformers.image_utils import SizeDict
-
-        image_processor.size = SizeDict(shortest_edge=self.min_pixels, longest_edge=self.max_pixels)
 
     def _prepare_row_images(self, inputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Copies of the rows with every image read as RGB and resized once to the pixel bounds.

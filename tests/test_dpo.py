@@ -91,6 +91,7 @@ def test_dpo_training_prefers_the_correct_letter(tiny_vlm, tmp_path):
     from pathlib import Path
 
     import yaml
+    from transformers import AutoProcessor
 
     from medvlm_trl import reproduce
     from medvlm_trl.dpo import make_dpo_parser, train
@@ -101,6 +102,7 @@ def test_dpo_training_prefers_the_correct_letter(tiny_vlm, tmp_path):
         yaml.safe_load(source.read_text()), reproduce.TINY_TRAIN_OVERRIDES, reproduce.training_keys("dpo")
     )
     data.update(output_dir=str(tmp_path / "out"), max_train_samples=2, max_steps=4, learning_rate=1e-3)
+    data.update(min_pixels=6272, max_pixels=25088)  # not the tiny processor's own bounds (3136..50176)
     recipe = tmp_path / "dpo.yaml"
     recipe.write_text(yaml.safe_dump(data))
     script_args, training_args, model_args = make_dpo_parser().parse_args_and_config(["--config", str(recipe)])
@@ -110,3 +112,5 @@ def test_dpo_training_prefers_the_correct_letter(tiny_vlm, tmp_path):
     assert margins[0] == pytest.approx(0.0, abs=1e-6)  # the policy starts as the reference
     assert margins[-1] > 0.01
     assert read_model_card(tmp_path / "out")["method"] == "dpo"
+    size = AutoProcessor.from_pretrained(tmp_path / "out").image_processor.size  # the run's bounds are saved
+    assert (size.shortest_edge, size.longest_edge) == (6272, 25088)

@@ -134,15 +134,20 @@ def test_lora_run_saves_merged_model_adapter_and_card_and_refuses_a_second_run(t
     from pathlib import Path
 
     import torch
-    from transformers import AutoModelForImageTextToText
+    from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from medvlm_trl.model_card import read_model_card
     from medvlm_trl.sft import main
 
     recipes = Path(__file__).resolve().parents[1] / "recipes"
-    recipe = _tiny_recipe(tmp_path, recipes / "rl_medvqa" / "sft_lora_qwen2vl_2b_instruct.yaml", learning_rate=1e-2)
+    # Pixel bounds other than the tiny processor's own (3136..50176): the saved processor must carry the run's.
+    recipe = _tiny_recipe(
+        tmp_path, recipes / "rl_medvqa" / "sft_lora_qwen2vl_2b_instruct.yaml", learning_rate=1e-2, max_pixels=25088
+    )
     assert main(["--config", str(recipe)]) == 0
     out = tmp_path / "out"
+    saved = AutoProcessor.from_pretrained(out).image_processor.size
+    assert (saved.shortest_edge, saved.longest_edge) == (3136, 25088)
     assert (out / "adapter" / "adapter_config.json").is_file() and not (out / "adapter_config.json").exists()
     merged = AutoModelForImageTextToText.from_pretrained(out)
     base = AutoModelForImageTextToText.from_pretrained(tiny_vlm)

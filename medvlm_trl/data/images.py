@@ -149,3 +149,22 @@ def prepare_image(
 def num_image_tokens(image: Image.Image) -> int:
     """Image tokens Qwen2-VL spends on an image already at its final size: one per 28x28 block."""
     return (image.width // PATCH_FACTOR) * (image.height // PATCH_FACTOR)
+
+
+def pin_processor_pixels(processor: Any, min_pixels: int, max_pixels: int) -> None:
+    """Give a Qwen2-VL-family processor our pixel bounds, so that it never resizes an image we have already resized
+    and a saved processor records the bounds it was trained with. A processor without an image processor (a text
+    tokenizer) is left alone; one that does not group 28x28 pixels per image token is refused, since the bounds
+    follow Qwen2-VL's rule."""
+    image_processor = getattr(processor, "image_processor", None)
+    if image_processor is None:
+        return
+    factor = getattr(image_processor, "patch_size", 14) * getattr(image_processor, "merge_size", 2)
+    if factor != PATCH_FACTOR:
+        raise ValueError(
+            f"{type(image_processor).__name__} groups {factor}x{factor} pixels per image token, but the pixel "
+            f"bounds here follow Qwen2-VL's {PATCH_FACTOR}x{PATCH_FACTOR} rule; use a Qwen2-VL-family processor"
+        )
+    from transformers.image_utils import SizeDict
+
+    image_processor.size = SizeDict(shortest_edge=min_pixels, longest_edge=max_pixels)
