@@ -75,3 +75,15 @@ def test_preparing_twice_is_the_identity():
 def test_an_impossible_aspect_ratio_names_the_row():
     with pytest.raises(ImageLoadError, match="row 'thin'"):
         prepare_image(Image.new("RGB", (3, 1000)), row_id="thin")
+
+
+def test_a_16_bit_grayscale_png_and_a_float_image_keep_their_contrast(tmp_path):
+    # PIL's own RGB conversion clips at 255: a 16-bit PNG turned almost white, a 0-1 float image black.
+    ramp = np.linspace(0, 4095, 64 * 64).reshape(64, 64).astype(np.uint16)  # 12-bit data stored in 16 bits
+    Image.fromarray(ramp).save(tmp_path / "g16.png")
+    assert Image.open(tmp_path / "g16.png").mode.startswith("I")
+    floats = np.linspace(0.0, 1.0, 64 * 64).reshape(64, 64).astype(np.float32)
+    for value in (tmp_path / "g16.png", ramp, floats):
+        arr = np.asarray(load_image(value)).astype(int)
+        assert arr.min() == 0 and arr.max() == 255
+        assert np.all(np.diff(arr[:, :, 0].ravel()) >= 0)  # the ramp stays a ramp

@@ -35,6 +35,19 @@ def _is_dicom_bytes(data: bytes) -> bool:
     return len(data) >= 132 and data[128:132] == b"DICM"
 
 
+def _high_depth_to_8bit(image: Image.Image) -> Image.Image:
+    """A 16-bit, 32-bit integer or float single-channel image stretched over 0-255, as DICOM slices are; PIL's own
+    conversion clips such values at 255 (a 16-bit PNG turns white, a 0-1 float image black)."""
+    if image.mode not in ("I", "F") and not image.mode.startswith("I;16"):
+        return image
+    arr = np.asarray(image, dtype=np.float64)
+    finite = arr[np.isfinite(arr)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    arr = np.nan_to_num(arr, nan=lo, posinf=hi, neginf=lo)
+    arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
+    return Image.fromarray(arr.round().astype(np.uint8), mode="L")
+
+
 def dicom_to_image(source: str | os.PathLike | bytes) -> Image.Image:
     """Read one DICOM slice into an 8-bit RGB image: modality LUT, VOI window, MONOCHROME1 inverted, first frame."""
     import pydicom
@@ -101,7 +114,7 @@ def load_image(value: Any, row_id: str | None = None, root: str | os.PathLike | 
         else:
             raise ImageLoadError(f"{_where(row_id)}cannot read an image from {type(value).__name__}")
         image.load()
-        return image.convert("RGB")
+        return _high_depth_to_8bit(image).convert("RGB")
     except ImageLoadError:
         raise
     except (UnidentifiedImageError, OSError, ValueError, TypeError, AttributeError, KeyError) as err:
