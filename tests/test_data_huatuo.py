@@ -224,3 +224,37 @@ def test_the_authors_rows_are_the_same_rows_inside_the_full_data(tmp_path):
     folder = write_huatuo(tmp_path, real_records() + [huatuo_record("extra")])
     ids = {r["id"] for r in load_huatuo(folder)}
     assert {r["id"] for r in load_huatuo(REAL_MANIFEST, check_images="none")} < ids
+
+
+MALFORMED_FIELDS = {
+    "image is a number": ({"image": 5}, "missing_image"),
+    "image is a dict": ({"image": {"path": "images/bad.png"}}, "missing_image"),
+    "image list holds null": ({"image": [None]}, "missing_image"),
+    "question is a number": ({"question": 5}, "empty_question"),
+    "question is a list": ({"question": ["Which finding?"]}, "empty_question"),
+    "an option is null": ({"options": [None, "finding bad x"], "answer": "finding bad x"}, "empty_option"),
+    "an option is a list": ({"options": [["a"], "finding bad x"], "answer": "finding bad x"}, "empty_option"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED_FIELDS))
+def test_a_field_of_the_wrong_type_is_a_bad_row_not_a_crash_or_a_made_up_value(tmp_path, name):
+    update, reason = MALFORMED_FIELDS[name]
+    folder = write_huatuo(tmp_path, [huatuo_record("good")])
+    bad = {**huatuo_record("bad"), **update}
+    data = folder / "medical_multimodel_evaluation_data.json"
+    data.write_text(json.dumps([huatuo_record("good"), bad]))
+    with pytest.raises(BadRowError) as err:
+        load_huatuo(folder)
+    assert err.value.reason == reason
+    report = SkipReport()
+    rows = load_huatuo(folder, skip_bad_rows=True, report=report)
+    assert [r["image_file"] for r in rows] == ["images/good.png"] and dict(report.counts) == {reason: 1}
+
+
+@pytest.mark.parametrize("content", [b"", b"[{", b'[{"question": "\xff"}]'])
+def test_a_data_file_that_is_not_json_names_the_file(tmp_path, content):
+    folder = write_huatuo(tmp_path, [huatuo_record("good")])
+    (folder / "medical_multimodel_evaluation_data.json").write_bytes(content)
+    with pytest.raises(ValueError, match="medical_multimodel_evaluation_data.json is not valid JSON"):
+        load_huatuo(folder)

@@ -95,6 +95,9 @@ def _options(record: dict, row_id: str) -> list[str]:
             raise BadRowError(row_id, "option_count", "options is an unparseable string") from None
     if not isinstance(options, (list, tuple)):
         raise BadRowError(row_id, "option_count", f"options is {type(options).__name__}")
+    for i, option in enumerate(options):  # numbers read as their text; null or a nested list is no option text
+        if option is None or isinstance(option, (bool, list, tuple, dict)):
+            raise BadRowError(row_id, "empty_option", f"option {i} is {option!r}")
     return [str(o).strip() for o in options]
 
 
@@ -108,13 +111,20 @@ def row_from_record(record: dict, index: int, image_root: str | os.PathLike | No
     if not isinstance(record, dict):
         raise BadRowError(where, "not_a_record", type(record).__name__)
     images = record.get("image")
+    if images is not None and not isinstance(images, (str, list, tuple)):
+        raise BadRowError(where, "missing_image", f"image is {type(images).__name__}, not a file name or a list")
     images = [images] if isinstance(images, str) else list(images or [])
     if not images:
         raise BadRowError(where, "missing_image", "the row names no image")
     if len(images) > 1:
         raise BadRowError(where, "multi_image", f"{len(images)} images")
+    if not isinstance(images[0], str) or not images[0].strip():
+        raise BadRowError(where, "missing_image", f"image {images[0]!r} is not a file name")
     image_file = normalize_path(images[0])
-    question = str(record.get("question") or "").strip()
+    question = record.get("question")
+    if question is not None and not isinstance(question, str):
+        raise BadRowError(where, "empty_question", f"question is {type(question).__name__}, not text")
+    question = (question or "").strip()
     options = _options(record, where)
     source = str(record.get("dataset") or "HuatuoGPT-Vision").strip()
     row_id = content_id(source, image_file, question, options)
@@ -241,8 +251,11 @@ def load_huatuo(
         raise ValueError(f"check_images must be one of {CHECK_IMAGES}, not {check_images!r}")
     data_file, default_root = locate(source)
     root = Path(image_root) if image_root is not None else default_root
-    with open(data_file) as fh:
-        records = json.load(fh)
+    try:
+        with open(data_file, encoding="utf-8") as fh:
+            records = json.load(fh)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{data_file} is not valid JSON ({err})") from None
     if not isinstance(records, list):
         raise ValueError(f"{data_file}: expected a JSON list of rows, got {type(records).__name__}")
     report = report if report is not None else SkipReport()
