@@ -133,3 +133,17 @@ def test_a_csv_without_the_card_columns_is_refused(tmp_path):
     write_pmc_csv(tmp_path / "train.csv", [{"Figure_path": "x.jpg"}], header=["Figure_path", "Caption"])
     with pytest.raises(ValueError, match="choice_a"):
         load_pmc_vqa(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "Figure_path,Question,Choice A,Choice B\na.jpg,Q\xff?,A:x,B:y\n".encode("latin-1"),  # not UTF-8
+        b"\x89PNG\r\n\x1a\n\0\0\0",  # an image saved under the CSV's name
+        b'Figure_path,Question,Choice A,Choice B\na.jpg,"' + b"x" * 200_000 + b'",A:x,B:y\n',  # over csv's limit
+    ],
+)
+def test_a_csv_that_cannot_be_read_names_the_file(tmp_path, content):
+    (tmp_path / "train.csv").write_bytes(content)
+    with pytest.raises(ValueError, match="train.csv: unreadable as a UTF-8 CSV"):
+        load_pmc_vqa(tmp_path)

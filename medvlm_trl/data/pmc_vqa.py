@@ -129,15 +129,18 @@ def row_from_record(record: dict, line: int, image_dir: Path | None) -> dict:
 def _records(csv_path: Path) -> Iterator[tuple[int, dict]]:
     with open(csv_path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh)
-        header = next(reader, None)
-        if header is None:
-            raise ValueError(f"{csv_path} is empty")
-        names = [_column(n) for n in header]  # a pandas index column has an empty name and is ignored
-        missing = {"figure_path", "question", "choice_a", "choice_b"} - set(names)
-        if missing:
-            raise ValueError(f"{csv_path}: no column(s) {sorted(missing)}; columns are {header}")
-        for line, values in enumerate(reader, start=2):  # line 1 is the header
-            yield line, {name: value for name, value in zip(names, values) if name}
+        try:
+            header = next(reader, None)
+            if header is None:
+                raise ValueError(f"{csv_path} is empty")
+            names = [_column(n) for n in header]  # a pandas index column has an empty name and is ignored
+            missing = {"figure_path", "question", "choice_a", "choice_b"} - set(names)
+            if missing:
+                raise ValueError(f"{csv_path}: no column(s) {sorted(missing)}; columns are {header}")
+            for line, values in enumerate(reader, start=2):  # line 1 is the header
+                yield line, {name: value for name, value in zip(names, values) if name}
+        except (UnicodeDecodeError, csv.Error) as err:  # not UTF-8 text, or a field beyond the csv module's limit
+            raise ValueError(f"{csv_path}: unreadable as a UTF-8 CSV near line {reader.line_num + 1} ({err})") from None
 
 
 def find_image_dir(folder: Path, figures: list[str]) -> Path:
