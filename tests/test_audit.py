@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from PIL import Image
@@ -184,3 +185,34 @@ def test_the_cli_exits_2_with_one_line_on_bad_arguments_never_1(tmp_path, capsys
         assert exit_.value.code == 2, argv
         assert message in capsys.readouterr().err
     assert main([str(a), str(b)]) == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"dataset": None}, "'dataset' must be a name"),
+        ({"split": 3}, "'split' must be a name"),
+        ({"rows": {"a": 1}}, "'rows' must be a list"),
+        ({"rows": ["a"]}, "row #0 has no id"),
+        ({"rows": [{"source": "x"}]}, "row #0 has no id"),
+        ({"rows": [{"id": "a"}, {"id": "a"}]}, "row #1 repeats the id 'a'"),
+        ({"settings": [1]}, "'settings' must be a mapping"),
+    ],
+)
+def test_a_malformed_manifest_is_a_value_error_naming_the_file(tmp_path, change, message):
+    """Not a KeyError or TypeError (audit-split would exit 1, "overlaps"); a repeated id would be scored twice."""
+    data = {**planted("clean", tmp_path)[1].to_dict(), **change}
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=f"m.json: .*{re.escape(message)}"):
+        load_manifest(path).ids()
+    with pytest.raises(SystemExit) as exit_:
+        main([str(path), str(path)])
+    assert exit_.value.code == 2
+
+
+def test_a_manifest_that_is_not_utf8_names_the_file(tmp_path):
+    path = tmp_path / "m.json"
+    path.write_bytes(b'["\xff"]')
+    with pytest.raises(ValueError, match="m.json is not valid JSON"):
+        load_manifest(path)

@@ -226,17 +226,25 @@ def load_manifest(path: str | os.PathLike) -> SplitManifest:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"split manifest not found: {path}")
-    with open(path) as fh:
+    with open(path, encoding="utf-8") as fh:
         try:
             data = json.load(fh)
-        except json.JSONDecodeError as err:
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ValueError(f"{path} is not valid JSON ({err})") from None
     if isinstance(data, list):
-        return _from_authors_list(data, path)
+        manifest = _from_authors_list(data, path)
+        _check_rows(manifest.rows, path)
+        return manifest
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ValueError(f"{path} is neither a medvlm-trl split manifest nor a list of HuatuoGPT-Vision rows")
     if data.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path}: manifest format version {data.get('format_version')}, expected {FORMAT_VERSION}")
+    for key in ("dataset", "split"):
+        if not isinstance(data.get(key), str) or not data[key]:
+            raise ValueError(f"{path}: the manifest's {key!r} must be a name, got {data.get(key)!r}")
+    if not isinstance(data.get("settings", {}), dict):
+        raise ValueError(f"{path}: the manifest's 'settings' must be a mapping")
+    _check_rows(data.get("rows"), path)
     return SplitManifest(
         dataset=data["dataset"],
         split=data["split"],
@@ -247,6 +255,20 @@ def load_manifest(path: str | os.PathLike) -> SplitManifest:
         origin=data.get("origin", "medvlm-trl"),
         path=str(path),
     )
+
+
+def _check_rows(rows: Any, path: Path) -> None:
+    """A manifest's rows: a list of objects with distinct non-empty ids (a repeated id would select, train on or
+    score its row twice)."""
+    if not isinstance(rows, list):
+        raise ValueError(f"{path}: the manifest's 'rows' must be a list, got {type(rows).__name__}")
+    seen: set[str] = set()
+    for index, row in enumerate(rows):
+        if not isinstance(row, dict) or not isinstance(row.get("id"), str) or not row["id"]:
+            raise ValueError(f"{path}: row #{index} has no id")
+        if row["id"] in seen:
+            raise ValueError(f"{path}: row #{index} repeats the id {row['id']!r}")
+        seen.add(row["id"])
 
 
 def as_manifest(value: SplitManifest | str | os.PathLike) -> SplitManifest:
