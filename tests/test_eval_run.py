@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from medvlm_trl.data.sample import load_sample
+from medvlm_trl.data.schema import BadRowError
 from medvlm_trl.eval import score_letter, score_strict
 from medvlm_trl.eval.run import EvalArguments, EvalInputError, HFGenerator, evaluate, main, read_predictions, run_eval
 from medvlm_trl.eval.table import build_table, render_markdown
@@ -338,3 +339,17 @@ def test_a_resume_with_non_string_ids_scores_no_question_twice(tmp_path):
     assert again.asked == [r["question"] for r in rows[4:]]
     assert [r["id"] for r in lines(out / "predictions.jsonl")] == [r["id"] for r in rows]
     assert summary["overall"]["n"] == len(rows) and summary["complete"]
+
+
+def test_ids_that_are_one_id_as_text_or_are_not_ids_are_bad_rows(tmp_path):
+    """7 and "7" would share one prediction (the file keys ids as text), scoring one question twice; a list id
+    crashed with TypeError: unhashable type."""
+    rows = make_rows(tmp_path, 4)
+    rows[0]["id"], rows[1]["id"], rows[2]["id"] = 7, "7", ["r2"]
+    split = _write(tmp_path / "rows.json", rows)
+    with pytest.raises(BadRowError) as err:
+        run_eval(_args(tmp_path, split, metrics="none"), generator=Scripted({}))
+    assert err.value.reason == "duplicate_id"
+    summary = run_eval(_args(tmp_path, split, metrics="none", skip_bad_rows=True), generator=Scripted({}))
+    assert summary["skipped"]["load"] == {"total": 2, "counts": {"duplicate_id": 1, "missing_id": 1}}
+    assert summary["overall"]["n"] == 2 and summary["rows"] == 2

@@ -31,6 +31,8 @@ def check_row(row: dict) -> None:
     row_id = row.get("id")
     if row_id is None or str(row_id) == "":
         raise BadRowError(row_id, "missing_id")
+    if isinstance(row_id, bool) or not isinstance(row_id, (str, int)):
+        raise BadRowError(str(row_id), "missing_id", f"id is {type(row_id).__name__}, not text")
     options = row.get("options")
     if not isinstance(options, (list, tuple)) or not MIN_OPTIONS <= len(options) <= MAX_OPTIONS:
         n = len(options) if isinstance(options, (list, tuple)) else type(options).__name__
@@ -81,7 +83,7 @@ def filter_rows(
     for row in rows:
         try:
             check_row(row)
-            if row["id"] in seen:
+            if str(row["id"]) in seen:  # 7 and "7" are one id: predictions and manifests hold ids as text
                 raise BadRowError(row["id"], "duplicate_id")
             if extra_check is not None:
                 extra_check(row)
@@ -90,7 +92,7 @@ def filter_rows(
                 raise
             report.add(err)
             continue
-        seen.add(row["id"])
+        seen.add(str(row["id"]))
         yield row
 
 
