@@ -353,3 +353,26 @@ def test_ids_that_are_one_id_as_text_or_are_not_ids_are_bad_rows(tmp_path):
     summary = run_eval(_args(tmp_path, split, metrics="none", skip_bad_rows=True), generator=Scripted({}))
     assert summary["skipped"]["load"] == {"total": 2, "counts": {"duplicate_id": 1, "missing_id": 1}}
     assert summary["overall"]["n"] == 2 and summary["rows"] == 2
+
+
+def test_data_layer_errors_and_a_damaged_run_record_end_with_one_line(tmp_path, capsys):
+    """An unknown dataset, a split file of the training split, a file that is not UTF-8 text, a damaged run.json:
+    exit 2 with one line naming the problem, not a ValueError / UnicodeDecodeError / JSONDecodeError traceback."""
+    train = tmp_path / "train.json"
+    train.write_text(json.dumps({"format": "medvlm-trl/split-manifest", "format_version": 1, "dataset": "huatuo",
+                                 "split": "train", "rows": []}))  # fmt: skip
+    binary = tmp_path / "rows.json"
+    binary.write_bytes(b"\xff\xfe\x00")
+    cases = [
+        (["--split", "no_such_dataset"], "unknown dataset 'no_such_dataset'"),
+        (["--split", str(train), "--dataset", "huatuo"], "holds the 'train' split, not 'test'"),
+        (["--split", str(binary)], "codec can't decode"),
+    ]
+    for i, (argv, message) in enumerate(cases):
+        assert main(["--model", "m", "--out", str(tmp_path / f"out{i}"), "--no_progress", *argv]) == 2, argv
+        assert message in capsys.readouterr().err
+    split = _write(tmp_path / "good.json", make_rows(tmp_path, 2))
+    (tmp_path / "damaged").mkdir()
+    (tmp_path / "damaged" / "run.json").write_text("{")
+    assert main(["--model", "m", "--split", str(split), "--out", str(tmp_path / "damaged"), "--no_progress"]) == 2
+    assert "run.json is damaged" in capsys.readouterr().err

@@ -487,7 +487,12 @@ def _write_json(path: Path, data: dict) -> None:
 def _check_resume(out: Path, config: dict) -> None:
     path = out / RUN_CONFIG
     if path.exists():
-        previous = json.loads(path.read_text())
+        try:
+            previous = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise EvalInputError(f"{path} is damaged ({err}); use another --out or --overwrite") from None
+        if not isinstance(previous, dict):
+            raise EvalInputError(f"{path} is not a run record; use another --out or --overwrite")
         diff = {k: (previous.get(k), config.get(k)) for k in RESUME_KEYS if previous.get(k) != config.get(k)}
         if diff:
             details = "; ".join(f"{k}: {a!r} before, {b!r} now" for k, (a, b) in diff.items())
@@ -661,14 +666,19 @@ def run_eval(args: EvalArguments, generator: Generator | None = None) -> dict:
         for name in (PREDICTIONS, SUMMARY, RUN_CONFIG):
             (out / name).unlink(missing_ok=True)
     report = SkipReport()
-    rows = load_eval_rows(
-        args.split,
-        dataset=args.dataset,
-        data_dir=args.data_dir,
-        skip_bad_rows=args.skip_bad_rows,
-        seed=args.seed,
-        report=report,
-    )
+    try:
+        rows = load_eval_rows(
+            args.split,
+            dataset=args.dataset,
+            data_dir=args.data_dir,
+            skip_bad_rows=args.skip_bad_rows,
+            seed=args.seed,
+            report=report,
+        )
+    except (EvalInputError, BadRowError, ImageLoadError, FileNotFoundError):
+        raise
+    except (ValueError, OSError) as err:  # the data layer: an unknown dataset, a split file of another split, ...
+        raise EvalInputError(f"split {args.split!r}: {err}") from err
     if args.limit is not None:
         rows = rows[: args.limit]
     if not rows:
