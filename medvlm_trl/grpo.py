@@ -57,19 +57,62 @@ def check_recipe(argv: Sequence[str], parser) -> None:
     path = argv[index + 1]
     import yaml
 
-    with open(path) as fh:
-        recipe = yaml.safe_load(fh)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            recipe = yaml.safe_load(fh)
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise RecipeError(f"{path}: not a readable YAML file ({err})") from None
     if not isinstance(recipe, dict):
         raise RecipeError(f"{path}: a recipe must be a YAML mapping of keys to values")
     unknown = unknown_keys(recipe, recipe_keys(parser))
     if unknown:
         raise RecipeError(f"{path}: unknown recipe key(s): {', '.join(unknown)}")
+    wrong = wrong_value_types(recipe, parser)
+    if wrong:
+        raise RecipeError(f"{path}: wrong value type(s): {'; '.join(wrong)}")
+
+
+def wrong_value_types(recipe: dict, parser) -> list[str]:
+    """Recipe values that a number or yes/no field cannot take. argparse converts only text values; a YAML list or
+    mapping (`beta: [0.04]`), a fraction for an integer or a list for a yes/no would reach training unconverted and
+    fail deep inside torch, or not at all."""
+
+    def kind_of(action) -> str | None:
+        if action.type in (int, float):
+            return action.type.__name__
+        # TRL's parser and transformers' each have their own `string_to_bool`
+        return "bool" if getattr(action.type, "__name__", "") == "string_to_bool" else None
+
+    def fits(value, kind: str) -> bool:
+        if isinstance(value, str):  # argparse converts it, or names it
+            return True
+        if kind == "bool":
+            return isinstance(value, bool)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        return kind == "float" or isinstance(value, int)
+
+    single = {"int": "an integer", "float": "a number", "bool": "true or false"}
+    plural = {"int": "integers", "float": "numbers", "bool": "true/false values"}
+    actions = {action.dest: action for action in parser._actions}
+    problems = []
+    for key, value in recipe.items():
+        action = actions.get(key)
+        kind = kind_of(action) if action is not None else None
+        if kind is None or value is None:
+            continue
+        listed = action.nargs in ("+", "*")
+        if listed and not (isinstance(value, list) and all(fits(v, kind) for v in value)):
+            problems.append(f"{key} needs a list of {plural[kind]}, got {value!r}")
+        elif not listed and not fits(value, kind):
+            problems.append(f"{key} needs {single[kind]}, got {value!r}")
+    return problems
 
 
 def unknown_keys(keys, known: set[str]) -> list[str]:
     """The keys not in `known`, sorted, each quoted with a "did you mean" hint where a known key is close."""
     hints = []
-    for key in sorted(k for k in keys if k not in known):
+    for key in sorted((k for k in keys if k not in known), key=str):
         close = difflib.get_close_matches(str(key), known, n=1)
         hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
     return hints
@@ -77,18 +120,24 @@ def unknown_keys(keys, known: set[str]) -> list[str]:
 
 def load_train_rows(script_args: MedVLMScriptArguments) -> list[dict]:
     """Contract rows from the registry (bad rows raised, or dropped and counted), cut to `max_train_samples`."""
+    from medvlm_trl.data.images import ImageLoadError
     from medvlm_trl.data.registry import load_rows
-    from medvlm_trl.data.schema import SkipReport
+    from medvlm_trl.data.schema import BadRowError, SkipReport
 
     report = SkipReport()
-    rows = load_rows(
-        script_args.dataset_name,
-        script_args.dataset_train_split,
-        data_dir=script_args.data_dir,
-        split_file=script_args.split_file,
-        skip_bad_rows=script_args.skip_bad_rows,
-        report=report,
-    )
+    try:
+        rows = load_rows(
+            script_args.dataset_name,
+            script_args.dataset_train_split,
+            data_dir=script_args.data_dir,
+            split_file=script_args.split_file,
+            skip_bad_rows=script_args.skip_bad_rows,
+            report=report,
+        )
+    except (BadRowError, ImageLoadError):
+        raise
+    except (ValueError, OSError) as err:  # an unknown dataset, a missing or mismatched split file, unreadable data
+        raise RecipeError(f"dataset {script_args.dataset_name!r}: {err}") from err
     if script_args.max_train_samples is not None:
         rows = rows[: script_args.max_train_samples]
     if script_args.skip_bad_rows:
@@ -123,7 +172,10 @@ def check_split_overlap(rows: list[dict], script_args: MedVLMScriptArguments) ->
         return
     from medvlm_trl.data.audit import assert_no_leakage
 
-    assert_no_leakage(rows, script_args.test_manifests, allow_overlap=script_args.allow_split_overlap)
+    try:
+        assert_no_leakage(rows, script_args.test_manifests, allow_overlap=script_args.allow_split_overlap)
+    except (ValueError, OSError) as err:  # a missing or malformed test manifest (a leak is a LeakageError)
+        raise RecipeError(f"test_manifests: {err}") from err
 
 
 def require_model_name(model_args) -> str:
@@ -186,18 +238,21 @@ def build_reward_funcs(training_args: MedVLMGRPOConfig) -> list:
     if not names:
         raise RecipeError("reward_funcs is required, e.g. [format, accuracy] (MedVLM-R1)")
     registry_names = [name for name in names if "." not in name]
-    from_registry = iter(
-        get_reward_funcs(
-            registry_names,
-            semantic_judge_model=training_args.semantic_judge_model,
-            semantic_judge_kwargs=training_args.semantic_judge_kwargs,
-            length_weight=training_args.length_weight,
-            length_target=training_args.length_target,
-            length_tokenizer=training_args.length_tokenizer,
+    try:
+        from_registry = iter(
+            get_reward_funcs(
+                registry_names,
+                semantic_judge_model=training_args.semantic_judge_model,
+                semantic_judge_kwargs=training_args.semantic_judge_kwargs,
+                length_weight=training_args.length_weight,
+                length_target=training_args.length_target,
+                length_tokenizer=training_args.length_tokenizer,
+            )
+            if registry_names
+            else []
         )
-        if registry_names
-        else []
-    )
+    except ValueError as err:  # an unknown reward name, a bad length setting
+        raise RecipeError(f"reward_funcs: {err}") from err
     return [_import_reward(name) if "." in name else next(from_registry) for name in names]
 
 

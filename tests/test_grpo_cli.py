@@ -147,3 +147,31 @@ def test_skip_bad_rows_decodes_training_images_and_counts_a_corrupt_one(tmp_path
 
     with pytest.raises(ImageLoadError, match=first["id"]):
         prepare_image(bad["image"], row_id=bad["id"])
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("text:a: [1,\n", "not a readable YAML file"),
+        ({1: 2, "zzz": 3}, "unknown recipe key(s): 1, 'zzz'"),
+        ({"beta": [0.04]}, "beta needs a number, got [0.04]"),
+        ({"min_pixels": 3136.5}, "min_pixels needs an integer, got 3136.5"),
+        ({"reward_weights": 1.0}, "reward_weights needs a list of numbers, got 1.0"),
+        ({"bf16": [False]}, "bf16 needs true or false"),
+        ({"dataset_name": "smaple"}, "dataset 'smaple': unknown dataset 'smaple'"),
+        ({"reward_funcs": ["format", "acuracy"]}, "reward_funcs: unknown reward name(s) ['acuracy']"),
+        ({"test_manifests": ["no/such/test.json"]}, "test_manifests: split manifest not found"),
+        ({"split_file": "no/such/train.json"}, "no/such/train.json"),
+    ],
+)
+def test_a_bad_recipe_value_or_data_setting_ends_with_one_line(tmp_path, capsys, change, message):
+    """Not a YAML traceback, a TypeError from sorting the keys, a crash inside torch on `beta: [0.04]`, or a
+    ValueError / FileNotFoundError traceback from the data layer or the reward registry."""
+    path = tmp_path / "recipe.yaml"
+    if isinstance(change, str):
+        path.write_text(change.removeprefix("text:"))
+    else:
+        recipe = {**yaml.safe_load((TINY / "grpo.yaml").read_text()), **change}
+        path.write_text(yaml.safe_dump(recipe))
+    assert main(["--config", str(path), "--output_dir", str(tmp_path / "out")]) == 2
+    assert message in capsys.readouterr().err
