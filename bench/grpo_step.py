@@ -854,7 +854,10 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-pixels", type=int, default=None, help="default: the recipe's (401408)")
     parser.add_argument("--attn-implementation", default=None, help="e.g. flash_attention_2; default: sdpa")
     parser.add_argument(
-        "--dtype", default=None, choices=["bfloat16", "float32"], help="weights' dtype; default: the recipe's (bf16)"
+        "--dtype",
+        default=None,
+        choices=["bfloat16", "float32"],
+        help="weights' dtype; default: the recipe's (float32, under bf16 autocast)",
     )
     parser.add_argument("--vllm-gpu-memory-utilization", type=float, default=None, help="default: the recipe's")
     parser.add_argument("--memory-cap-gb", type=float, default=None, help="cap this process's GPU memory (e.g. 24)")
