@@ -54,7 +54,7 @@ def make_dataset() -> Dataset:
 
 
 def main(argv: list[str] | None = None) -> GRPOTrainer:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="policy (default: the tiny offline Qwen2-VL)")
     parser.add_argument("--judge", help="judge causal LM for the semantic reward (default: the tiny offline LM)")
     parser.add_argument("--max-steps", type=int, default=2)

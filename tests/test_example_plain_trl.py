@@ -56,3 +56,10 @@ def test_plain_trl_trains_with_our_rewards(example, tiny_vlm, tiny_lm, tmp_path,
         for answer, options in zip(kwargs["answer"], kwargs["options"]):
             assert rows[tuple(options)] == answer
     assert "rewards/semantic_reward/mean per step" in capsys.readouterr().out
+
+
+def test_help_shows_the_whole_first_paragraph(example, capsys):
+    first = "".join(example.__doc__.split("\n\n")[0].split())
+    with pytest.raises(SystemExit):
+        example.main(["--help"])
+    assert first in "".join(capsys.readouterr().out.split())  # argparse re-wraps, and breaks at hyphens
