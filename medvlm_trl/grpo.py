@@ -191,6 +191,8 @@ def load_model_and_processor(model_args, training_args: MedVLMGRPOConfig):
     from transformers import AutoModelForImageTextToText, AutoProcessor
     from trl import get_quantization_config
 
+    from medvlm_trl.loading import load_pretrained
+
     require_model_name(model_args)
     dtype = model_args.dtype
     if dtype not in (None, "auto"):
@@ -201,16 +203,20 @@ def load_model_and_processor(model_args, training_args: MedVLMGRPOConfig):
         from accelerate import PartialState
 
         kwargs = {"quantization_config": quantization_config, "device_map": {"": PartialState().local_process_index}}
-    model = AutoModelForImageTextToText.from_pretrained(
+    model = load_pretrained(
+        AutoModelForImageTextToText.from_pretrained,
         model_args.model_name_or_path,
+        "model (model_name_or_path)",
         revision=model_args.model_revision,
         dtype=dtype,
         attn_implementation=model_args.attn_implementation,
         trust_remote_code=training_args.trust_remote_code,
         **kwargs,
     )
-    processor = AutoProcessor.from_pretrained(
+    processor = load_pretrained(
+        AutoProcessor.from_pretrained,
         model_args.model_name_or_path,
+        "processor (model_name_or_path)",
         revision=model_args.model_revision,
         padding_side="left",
         trust_remote_code=training_args.trust_remote_code,
@@ -341,11 +347,12 @@ def parse_args(argv: Sequence[str] | None = None, parser=None):
 
 def run_main(prog: str, parser, train_fn, argv: Sequence[str] | None) -> int:
     """The body of `medvlm-trl grpo`, `sft` and `dpo`: parse (unknown recipe keys refused), claim the output folder,
-    train. A bad recipe, bad data or a refused output folder ends with one line naming the problem (exit status 2),
+    train. A bad recipe, bad data, a model that cannot be loaded or a refused output folder ends with one line naming the problem (exit status 2),
     not a traceback."""
     from medvlm_trl.data.audit import LeakageError
     from medvlm_trl.data.images import ImageLoadError
     from medvlm_trl.data.schema import BadRowError
+    from medvlm_trl.loading import ModelLoadError
     from medvlm_trl.run_safety import RunSafetyError, prepare_run, recipe_path
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -358,7 +365,7 @@ def run_main(prog: str, parser, train_fn, argv: Sequence[str] | None) -> int:
         return 2
     try:
         trainer = train_fn(script_args, training_args, model_args, recipe=recipe_path(argv))
-    except (RecipeError, RunSafetyError, BadRowError, ImageLoadError, LeakageError) as err:
+    except (RecipeError, RunSafetyError, BadRowError, ImageLoadError, LeakageError, ModelLoadError) as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     trainer.accelerator.print(f"saved the model, its processor and its card to {os.fspath(training_args.output_dir)}")

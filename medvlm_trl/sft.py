@@ -40,6 +40,7 @@ from medvlm_trl.data.images import (
 from medvlm_trl.data.prompts import TEMPLATES, build_prompt
 from medvlm_trl.data.schema import BadRowError, SkipReport
 from medvlm_trl.grpo import RecipeError, check_split_overlap, load_train_rows, require_model_name, run_main
+from medvlm_trl.loading import load_pretrained
 from medvlm_trl.run_safety import RunInfoCallback, RunSafetyArguments
 
 logger = logging.getLogger(__name__)
@@ -226,8 +227,10 @@ def load_pinned_processor(script_args, training_args, model_args):
     images are already resized to them, so its own resize is the identity, and the saved processor records them."""
     from transformers import AutoProcessor
 
-    processor = AutoProcessor.from_pretrained(
+    processor = load_pretrained(
+        AutoProcessor.from_pretrained,
         model_args.model_name_or_path,
+        "processor (model_name_or_path)",
         revision=model_args.model_revision,
         trust_remote_code=training_args.trust_remote_code,
     )

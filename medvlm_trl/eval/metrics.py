@@ -36,6 +36,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from medvlm_trl.loading import load_pretrained
 from medvlm_trl.rewards import fence_reasoning, parse_completion
 from medvlm_trl.rewards.judge import resolve_dtype
 
@@ -114,16 +115,17 @@ def _torch_device(torch, device: Any):
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _load_causal_lm(model: Any, tokenizer: Any, device: Any, dtype: Any):
+def _load_causal_lm(model: Any, tokenizer: Any, device: Any, dtype: Any, what: str):
     """A causal LM and its tokenizer from a model id / path, or the loaded pair as given."""
     import torch
 
     if isinstance(model, (str, os.PathLike)):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        tokenizer = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(os.fspath(model))
+        if tokenizer is None:
+            tokenizer = load_pretrained(AutoTokenizer.from_pretrained, model, f"{what}'s tokenizer")
         kwargs = {"dtype": resolve_dtype(torch, dtype)} if dtype is not None else {}
-        model = AutoModelForCausalLM.from_pretrained(os.fspath(model), **kwargs)
+        model = load_pretrained(AutoModelForCausalLM.from_pretrained, model, what, **kwargs)
         model.to(_torch_device(torch, device))
     elif tokenizer is None:
         raise ValueError("an already-loaded model needs its tokenizer: pass tokenizer=...")
@@ -170,7 +172,13 @@ class ReasoningSimilarity:
             import torch
 
             device = str(_torch_device(torch, self.device))
-            self.model = CrossEncoder(self.model_name_or_path, device=device, max_length=self.max_length)
+            self.model = load_pretrained(
+                CrossEncoder,
+                self.model_name_or_path,
+                "similarity cross-encoder (similarity_model)",
+                device=device,
+                max_length=self.max_length,
+            )
         return self
 
     def __call__(self, reasonings: Sequence[str], references: Sequence[str]) -> list[float]:
@@ -214,7 +222,9 @@ class ReasoningPerplexity:
 
     def load(self) -> ReasoningPerplexity:
         if not self._ready:
-            self.model, self.tokenizer = _load_causal_lm(self.model, self.tokenizer, self.device, self.dtype)
+            self.model, self.tokenizer = _load_causal_lm(
+                self.model, self.tokenizer, self.device, self.dtype, "perplexity model (perplexity_model)"
+            )
             if self.max_length is None:
                 self.max_length = getattr(self.model.config, "max_position_embeddings", None) or 1024
             pad = self.tokenizer.pad_token_id
@@ -293,7 +303,9 @@ class ThinkingRewardJudge:
 
     def load(self) -> ThinkingRewardJudge:
         if not self._ready:
-            self.model, self.tokenizer = _load_causal_lm(self.model, self.tokenizer, self.device, self.dtype)
+            self.model, self.tokenizer = _load_causal_lm(
+                self.model, self.tokenizer, self.device, self.dtype, "thinking-reward judge (judge_model)"
+            )
             if self.tokenizer.pad_token_id is None:
                 self.tokenizer.pad_token = self.tokenizer.eos_token
             self._chat = bool(getattr(self.tokenizer, "chat_template", None))
@@ -419,7 +431,7 @@ def token_lengths(texts: Sequence[str], tokenizer: Any = None) -> list[int]:
     if isinstance(tokenizer, (str, os.PathLike)):
         from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(os.fspath(tokenizer))
+        tokenizer = load_pretrained(AutoTokenizer.from_pretrained, tokenizer, "tokenizer that counts tokens")
     return [len(tokenizer.encode(t, add_special_tokens=False)) for t in texts]
 
 

@@ -49,6 +49,7 @@ from medvlm_trl.eval.metrics import (
     METRIC_NAMES,
 )
 from medvlm_trl.eval.scoring import parsed_answer, random_guess_accuracy, score_completion
+from medvlm_trl.loading import ModelLoadError, load_pretrained
 from medvlm_trl.rewards.judge import resolve_dtype
 
 __all__ = [
@@ -318,11 +319,17 @@ class HFGenerator:
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         self.device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.processor = AutoProcessor.from_pretrained(model, trust_remote_code=trust_remote_code)
+        self.processor = load_pretrained(
+            AutoProcessor.from_pretrained, model, "processor (--model)", trust_remote_code=trust_remote_code
+        )
         # Batched generation continues every prompt from the last column, so the padding goes on the left.
         self.processor.tokenizer.padding_side = "left"
-        self.model = AutoModelForImageTextToText.from_pretrained(
-            model, dtype=_torch_dtype(torch, dtype, self.device), trust_remote_code=trust_remote_code
+        self.model = load_pretrained(
+            AutoModelForImageTextToText.from_pretrained,
+            model,
+            "model (--model)",
+            dtype=_torch_dtype(torch, dtype, self.device),
+            trust_remote_code=trust_remote_code,
         ).to(self.device)
         self.model.eval()
         self.max_new_tokens = max_new_tokens
@@ -372,7 +379,9 @@ class VLLMGenerator:
         from transformers import AutoProcessor
         from vllm import LLM, SamplingParams
 
-        self.processor = AutoProcessor.from_pretrained(model, trust_remote_code=trust_remote_code)
+        self.processor = load_pretrained(
+            AutoProcessor.from_pretrained, model, "processor (--model)", trust_remote_code=trust_remote_code
+        )
         self.llm = LLM(
             model=model,
             dtype=dtype,
@@ -747,7 +756,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         summary = run_eval(args)
-    except (EvalInputError, BadRowError, ImageLoadError, FileNotFoundError) as err:
+    except (EvalInputError, BadRowError, ImageLoadError, FileNotFoundError, ModelLoadError) as err:
         print(f"medvlm-trl eval: {err}", file=sys.stderr)
         return 2
     print(format_summary(summary))

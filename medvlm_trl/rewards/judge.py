@@ -23,6 +23,8 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from medvlm_trl.loading import load_pretrained
+
 from .parsing import parse_completion
 
 __all__ = ["FENCE", "JUDGE_PROMPT_TEMPLATE", "SemanticJudgeReward", "fence_reasoning"]
@@ -178,8 +180,11 @@ class SemanticJudgeReward:
         if self.tokenizer is None:
             from transformers import AutoTokenizer
 
-            self.tokenizer = AutoTokenizer.from_pretrained(
-                self.model_name_or_path, trust_remote_code=self.trust_remote_code
+            self.tokenizer = load_pretrained(
+                AutoTokenizer.from_pretrained,
+                self.model_name_or_path,
+                "semantic judge's tokenizer",
+                trust_remote_code=self.trust_remote_code,
             )
         if self.model is None:
             from transformers import AutoModelForCausalLM
@@ -187,8 +192,12 @@ class SemanticJudgeReward:
             kwargs = dict(self.model_kwargs)
             if self.dtype is not None:
                 kwargs["dtype"] = resolve_dtype(torch, self.dtype)
-            self.model = AutoModelForCausalLM.from_pretrained(
-                self.model_name_or_path, trust_remote_code=self.trust_remote_code, **kwargs
+            self.model = load_pretrained(
+                AutoModelForCausalLM.from_pretrained,
+                self.model_name_or_path,
+                "semantic judge",
+                trust_remote_code=self.trust_remote_code,
+                **kwargs,
             )
         if self.device is not None:
             self._device = torch.device(self.device)

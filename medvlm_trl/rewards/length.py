@@ -58,7 +58,9 @@ def _counter(tokenizer: Any) -> Callable[[str], int]:
             if isinstance(tok, (str, os.PathLike)):
                 from transformers import AutoTokenizer
 
-                tok = AutoTokenizer.from_pretrained(os.fspath(tok))
+                from medvlm_trl.loading import load_pretrained
+
+                tok = load_pretrained(AutoTokenizer.from_pretrained, tok, "tokenizer that counts think tokens")
             loaded.append(tok)
         tok = loaded[0]
         try:

@@ -1,0 +1,83 @@
+"""A model, processor or tokenizer that cannot be loaded (a wrong path, a hub id with no network and no cached copy)
+ends as one line naming what was being loaded and from where: the training and eval commands exit 2, the Python
+classes raise `ModelLoadError`; never a transformers traceback."""
+
+import pytest
+import yaml
+
+from medvlm_trl.loading import ModelLoadError, load_pretrained
+
+HUB_HINT = "not a local folder; as a hub id it needs network access or a copy in the Hugging Face cache"
+
+
+def test_a_missing_folder_and_an_unreachable_hub_id_are_named(tmp_path):
+    from transformers import AutoTokenizer
+
+    with pytest.raises(ModelLoadError, match=r"cannot load the ECR tokenizer from '.*nowhere' \(" + HUB_HINT):
+        load_pretrained(AutoTokenizer.from_pretrained, tmp_path / "nowhere", "ECR tokenizer")
+    # The tests run with HF_HUB_OFFLINE=1 (conftest.py), as a user without network would.
+    with pytest.raises(ModelLoadError, match=r"from 'no-org/no-such-model' \(not a local folder"):
+        load_pretrained(AutoTokenizer.from_pretrained, "no-org/no-such-model", "ECR tokenizer")
+
+
+def test_a_folder_without_a_model_says_it_is_a_local_path(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelLoadError, match=r"cannot load the judge from '.*empty' \(a local path\): \S"):
+        load_pretrained(AutoModelForCausalLM.from_pretrained, tmp_path / "empty", "judge")
+
+
+def test_other_errors_pass_through():
+    def broken(name):
+        raise RuntimeError("CUDA out of memory")
+
+    with pytest.raises(RuntimeError, match="out of memory"):
+        load_pretrained(broken, "x", "model")
+
+
+def _recipe(tmp_path, **values) -> str:
+    data = {"dataset_name": "sample", "bf16": False, "output_dir": str(tmp_path / "out"), "max_steps": 1}
+    data.update(values)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+@pytest.mark.parametrize("command", ["grpo", "sft", "dpo"])
+def test_training_commands_name_a_model_they_cannot_load(tmp_path, capsys, command):
+    from medvlm_trl import dpo, grpo, sft
+
+    main = {"grpo": grpo.main, "sft": sft.main, "dpo": dpo.main}[command]
+    extra = {"reward_funcs": ["format", "accuracy"]} if command == "grpo" else {}
+    recipe = _recipe(tmp_path, model_name_or_path=str(tmp_path / "no_model"), **extra)
+    assert main(["--config", recipe]) == 2
+    err = capsys.readouterr().err
+    assert f"medvlm-trl {command}: error: cannot load the " in err and "(model_name_or_path)" in err
+    assert "no_model" in err and "Traceback" not in err
+
+
+def test_eval_names_a_model_it_cannot_load(tmp_path, capsys):
+    from medvlm_trl.eval.run import main
+
+    code = main(["--model", str(tmp_path / "no_model"), "--split", "sample", "--out", str(tmp_path / "run"),
+                 "--no_progress", "--metrics", "none"])  # fmt: skip
+    assert code == 2
+    assert "medvlm-trl eval: cannot load the processor (--model) from" in capsys.readouterr().err
+
+
+def test_the_semantic_judge_and_the_metric_models_name_what_failed(tmp_path):
+    from medvlm_trl.eval.metrics import ReasoningPerplexity, ThinkingRewardJudge, token_lengths
+    from medvlm_trl.rewards import SemanticJudgeReward, make_ecr_length_reward
+
+    nowhere = str(tmp_path / "nowhere")
+    with pytest.raises(ModelLoadError, match="cannot load the semantic judge's tokenizer from"):
+        SemanticJudgeReward(nowhere)(["<think>The signal is bright.</think><answer>A</answer>"])
+    with pytest.raises(ModelLoadError, match=r"cannot load the perplexity model \(perplexity_model\)'s tokenizer"):
+        ReasoningPerplexity(nowhere).load()
+    with pytest.raises(ModelLoadError, match=r"cannot load the thinking-reward judge \(judge_model\)'s tokenizer"):
+        ThinkingRewardJudge(nowhere).load()
+    with pytest.raises(ModelLoadError, match="cannot load the tokenizer that counts tokens"):
+        token_lengths(["a b c"], nowhere)
+    with pytest.raises(ModelLoadError, match="cannot load the tokenizer that counts think tokens"):
+        make_ecr_length_reward(tokenizer=nowhere)(["<think>a b</think><answer>A</answer>"])
