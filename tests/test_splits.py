@@ -21,7 +21,6 @@ from test_data_layouts import (
 from medvlm_trl.data import splits
 from medvlm_trl.data.audit import assert_no_leakage, audit
 from medvlm_trl.data.huatuo import load_huatuo
-from medvlm_trl.data.images import ImageLoadError
 from medvlm_trl.data.manifest import load_manifest
 from medvlm_trl.data.registry import load_rows
 from medvlm_trl.data.splits import medvlm_r1_split, pmc_vqa_subsets
@@ -191,8 +190,11 @@ def test_make_split_skip_bad_rows_counts_unreadable_images_met_while_drawing(tmp
     for path in (folder / "images" / "m3.png", first_ct["image"]):
         Path(path).write_bytes(b"not a png")
     argv = ["medvlm-r1", "--data-dir", str(folder), "--test-per-modality", "2", "--train-size", "9", "--seed", "1"]
-    with pytest.raises(ImageLoadError, match=f"row {first_ct['id']!r}"):  # without the flag: names the row
-        splits.main([*argv, "--out-dir", str(tmp_path / "strict")])
+    # Without the flag: one line naming the row, exit status 2, no traceback.
+    assert splits.main([*argv, "--out-dir", str(tmp_path / "strict")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("medvlm-trl make-split: error: ") and f"row {first_ct['id']!r}" in err
+    assert len(err.strip().splitlines()) == 1
     assert splits.main([*argv, "--skip-bad-rows", "--out-dir", str(tmp_path / "out")]) == 0
     train = load_manifest(tmp_path / "out" / "train.json")
     test = load_manifest(tmp_path / "out" / "test.json")
@@ -200,3 +202,10 @@ def test_make_split_skip_bad_rows_counts_unreadable_images_met_while_drawing(tmp
     assert len(test.rows) == 6 and first_ct["id"] not in test.ids()
     assert train.settings["skipped"] == test.settings["skipped"] == {"unreadable_image": 2}
     assert "unreadable_image: 2" in capsys.readouterr().out
+
+
+def test_make_split_names_a_source_it_cannot_read(tmp_path, capsys):
+    for which in ("medvlm-r1", "pmc-vqa"):
+        assert splits.main([which, "--data-dir", str(tmp_path / "nowhere"), "--out-dir", str(tmp_path / "o")]) == 2
+        assert "nowhere: no such file or folder" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

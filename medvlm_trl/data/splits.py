@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import sys
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -276,7 +277,7 @@ def _write(train: SplitManifest, test: SplitManifest, out_dir: str, info: dict) 
 
 def main(argv: list[str] | None = None) -> int:
     """`medvlm-trl make-split medvlm-r1|pmc-vqa`: write a split's train and test manifests."""
-    from medvlm_trl.data import huatuo, pmc_vqa
+    from medvlm_trl.data import pmc_vqa
 
     parser = argparse.ArgumentParser(prog="medvlm-trl make-split", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="which", required=True)
@@ -298,6 +299,16 @@ def main(argv: list[str] | None = None) -> int:
     pmc.add_argument("--train-size", type=int, default=pmc_vqa.STUDY_TRAIN_SIZE)
     pmc.add_argument("--test-size", type=int, default=pmc_vqa.STUDY_TEST_SIZE)
     args = parser.parse_args(argv)
+    try:  # bad data, a bad manifest or an unreachable source: one line naming it, not a traceback
+        return _make_split(args)
+    except (OSError, ValueError) as err:
+        print(f"medvlm-trl make-split: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _make_split(args: argparse.Namespace) -> int:
+    from medvlm_trl.data import huatuo, pmc_vqa
+
     criteria = tuple(c.strip() for c in args.criteria.split(",") if c.strip())
     report = SkipReport()
 
