@@ -231,6 +231,17 @@ def test_a_rerun_with_other_settings_is_refused_before_loading_a_model(tmp_path,
                  "--metrics", "none", "--no_progress"]) == 0  # fmt: skip
 
 
+def test_images_written_as_one_string_is_a_bad_row_not_read_letter_by_letter(tmp_path):
+    rows = make_rows(tmp_path)
+    rows[1]["images"] = rows[1].pop("image")  # a single path where a list belongs
+    split = _write(tmp_path / "rows.json", rows)
+    with pytest.raises(BadRowError, match=r"row 'r1': unreadable_image \(images is a str, not a list of images\)"):
+        run_eval(_args(tmp_path, split, metrics="none"), generator=Scripted({}))
+    summary = run_eval(_args(tmp_path, split, skip_bad_rows=True, metrics="none"), generator=Scripted({}))
+    assert summary["skipped"]["load"] == {"total": 1, "counts": {"unreadable_image": 1}}
+    assert summary["overall"]["n"] == len(rows) - 1
+
+
 def test_a_bad_row_is_named_or_skipped_and_counted(tmp_path, capsys):
     rows = make_rows(tmp_path)
     rows[2]["answer"] = "Z"

@@ -45,6 +45,10 @@ def check_row(row: dict) -> None:
     answer = row.get("answer")
     if not isinstance(answer, str) or answer not in LETTERS[: len(options)] or len(answer) != 1:
         raise BadRowError(row_id, "answer_not_in_options", f"answer {answer!r}, letters {LETTERS[: len(options)]}")
+    images = row.get("images")
+    if images is not None and not isinstance(images, (list, tuple)):
+        # A single path written as `images` would otherwise be read letter by letter ("file not found: a").
+        raise BadRowError(row_id, "unreadable_image", f"images is a {type(images).__name__}, not a list of images")
 
 
 @dataclass
