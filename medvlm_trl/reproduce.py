@@ -495,7 +495,7 @@ def missing_inputs(plan: Plan) -> list[str]:
         if split and (split.endswith((".json", ".jsonl")) or os.sep in split):
             paths.append(split)
         missing += [f"{step.row}: {p}" for p in paths if p and not Path(p).exists()]
-    return missing
+    return list(dict.fromkeys(missing))  # a row's training and eval steps may read the same file: list it once
 
 
 # ---------------------------------------------------------------------------------------------------------------------

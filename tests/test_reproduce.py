@@ -89,6 +89,9 @@ def test_full_profile_stops_before_anything_when_split_files_are_missing(tmp_pat
     assert code == 2
     err = capsys.readouterr().err
     assert "splits/medvlm_r1/train.json" in err and "make-split medvlm-r1" in err
+    listed = [line.strip() for line in err.splitlines()[1:]]
+    assert "grpo_qwen2vl_2b: splits/medvlm_r1/test.json" in listed
+    assert len(listed) == len(set(listed))  # a file the training and the eval step both read is listed once
     assert not (tmp_path / "out" / "models").exists() and not (tmp_path / "out" / "results").exists()
 
 
