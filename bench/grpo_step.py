@@ -922,10 +922,16 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     if len(backends) == 1:
         from medvlm_trl.grpo import RecipeError
+        from medvlm_trl.loading import ModelLoadError
 
         try:
             result = run_one(args, backends[0])
-        except (BenchError, RecipeError, OSError) as err:  # a bad recipe, model path or id: one line, no traceback
+        except (
+            BenchError,
+            RecipeError,
+            ModelLoadError,
+            OSError,
+        ) as err:  # a bad recipe, model path or id: one line, no traceback
             print(f"grpo_step: error: {err}", file=sys.stderr)
             return 2
         print(format_run(result))

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from medvlm_trl.loading import ModelLoadError
 from medvlm_trl.rewards import (
     accuracy_reward,
     cwr_length_reward,
@@ -114,10 +115,10 @@ def test_ecr_tokenizer_given_as_a_path_object(tiny_lm):
 def test_a_tokenizer_that_cannot_be_loaded_or_used_is_an_error_not_a_zero_reward(tmp_path):
     # A wrong `length_tokenizer` is a configuration error: it must not train silently on a length reward of 0.
     ecr = make_ecr_length_reward(tokenizer=str(tmp_path / "no-tokenizer-here"))
-    with pytest.raises(OSError):
+    with pytest.raises(ModelLoadError, match="cannot load the tokenizer that counts think tokens from .*no-tokenizer"):
         ecr(["<think>a b c</think>"])
     cwr = make_cwr_length_reward(tokenizer=str(tmp_path / "no-tokenizer-here"))
-    with pytest.raises(OSError):
+    with pytest.raises(ModelLoadError):
         cwr(["<think>a b c</think><answer>B</answer>"], answer=["B"], options=[OPTIONS])
     with pytest.raises(ValueError, match="tokenizer"):
         make_ecr_length_reward(tokenizer=42)
