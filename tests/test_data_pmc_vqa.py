@@ -72,6 +72,7 @@ BAD = {
     "answer_mismatch": {"Answer_label": "A"},  # the text is choice B's
     "option_count": {"Choice B": "", "Choice C": "", "Choice D": ""},
     "empty_option": {"Choice B": "B:"},
+    "ambiguous_answer": {"Choice D": "D:Choice  bad 1"},  # reads as the correct option B (case and spaces aside)
 }
 
 

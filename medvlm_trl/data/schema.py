@@ -45,6 +45,10 @@ def check_row(row: dict) -> None:
     answer = row.get("answer")
     if not isinstance(answer, str) or answer not in LETTERS[: len(options)] or len(answer) != 1:
         raise BadRowError(row_id, "answer_not_in_options", f"answer {answer!r}, letters {LETTERS[: len(options)]}")
+    texts = [" ".join(o.casefold().split()) for o in options]
+    if texts.count(texts[LETTERS.index(answer)]) > 1:
+        # Another option reads the same as the correct one: choosing it is right, yet its letter scores 0.
+        raise BadRowError(row_id, "ambiguous_answer", f"option {answer} {options[LETTERS.index(answer)]!r} is repeated")
     images = row.get("images")
     if images is not None and not isinstance(images, (list, tuple)):
         # A single path written as `images` would otherwise be read letter by letter ("file not found: a").
