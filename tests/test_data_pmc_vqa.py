@@ -148,3 +148,16 @@ def test_a_csv_that_cannot_be_read_names_the_file(tmp_path, content):
     (tmp_path / "train.csv").write_bytes(content)
     with pytest.raises(ValueError, match="train.csv: unreadable as a UTF-8 CSV"):
         load_pmc_vqa(tmp_path)
+
+
+def test_a_line_with_more_values_than_columns_is_a_bad_row_not_shifted_fields(tmp_path):
+    # An unquoted comma in the question: every field after it moves one column to the right.
+    write_pmc_vqa(tmp_path, {"train": [pmc_record("good"), pmc_record("bad")]})
+    csv_path = tmp_path / "train.csv"
+    csv_path.write_text(csv_path.read_text().replace("What does figure bad show?", "What does figure bad, show?"))
+    with pytest.raises(BadRowError, match=r"malformed_row \(line 3 has 1 value\(s\) beyond the header\)") as err:
+        load_pmc_vqa(tmp_path)
+    assert "PMCbad_F1.jpg" in str(err.value)
+    report = SkipReport()
+    rows = load_pmc_vqa(tmp_path, skip_bad_rows=True, report=report)
+    assert [r["image_file"] for r in rows] == ["PMCgood_F1.jpg"] and dict(report.counts) == {"malformed_row": 1}

@@ -24,7 +24,8 @@ bare texts the prompt renders as `A) ...`. Older copies spell the columns `Anwse
 are read. Where `Answer_label` is absent and `Answer` is a single letter, that letter is the answer. Where both an
 answer text and a label are present and the text is a *different* option than the label names, the row is bad
 (`answer_mismatch`). Trailing empty choices are dropped (a three-option row); an empty choice before a filled one is
-a bad row.
+a bad row, and so is a line with more values than the header has columns (`malformed_row`: an unquoted comma has
+shifted its fields).
 
 PMC-VQA rows carry no modality; it is derived by the keyword rule of `medvlm_trl.data.schema.modality_from_text`
 (question, then the answer text, then the figure name), else "Other". Ids are content ids
@@ -96,8 +97,9 @@ def _answer_letter(record: dict, options: list[str], row_id: str) -> str:
     return label
 
 
-def row_from_record(record: dict, line: int, image_dir: Path | None) -> dict:
-    """One CSV record (columns already normalised by `_column`) as a contract row, or `BadRowError`."""
+def row_from_record(record: dict, line: int, image_dir: Path | None, extra_values: int = 0) -> dict:
+    """One CSV record (columns already normalised by `_column`) as a contract row, or `BadRowError`. `extra_values`:
+    how many values its line has beyond the header (most often an unquoted comma: the fields after it have shifted)."""
     figure = normalize_path((record.get("figure_path") or "").strip())
     question = (record.get("question") or "").strip()
     choices = []
@@ -111,6 +113,8 @@ def row_from_record(record: dict, line: int, image_dir: Path | None) -> dict:
     row_id = content_id(SOURCE, figure, question, choices) if figure else f"line {line}"
     if not figure:
         raise BadRowError(row_id, "missing_image", "empty Figure_path")
+    if extra_values:
+        raise BadRowError(row_id, "malformed_row", f"line {line} has {extra_values} value(s) beyond the header")
     answer = _answer_letter(record, choices, row_id)
     answer_text = choices[LETTERS.index(answer)] if answer in LETTERS[: len(choices)] else None
     derived = modality_from_text(question, answer_text, figure)
@@ -126,7 +130,8 @@ def row_from_record(record: dict, line: int, image_dir: Path | None) -> dict:
     }
 
 
-def _records(csv_path: Path) -> Iterator[tuple[int, dict]]:
+def _records(csv_path: Path) -> Iterator[tuple[int, dict, int]]:
+    """(line number, record, how many values the line has beyond the header) for each CSV line."""
     with open(csv_path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh)
         try:
@@ -138,7 +143,8 @@ def _records(csv_path: Path) -> Iterator[tuple[int, dict]]:
             if missing:
                 raise ValueError(f"{csv_path}: no column(s) {sorted(missing)}; columns are {header}")
             for line, values in enumerate(reader, start=2):  # line 1 is the header
-                yield line, {name: value for name, value in zip(names, values) if name}
+                record = {name: value for name, value in zip(names, values) if name}
+                yield line, record, max(0, len(values) - len(names))
         except (UnicodeDecodeError, csv.Error) as err:  # not UTF-8 text, or a field beyond the csv module's limit
             raise ValueError(f"{csv_path}: unreadable as a UTF-8 CSV near line {reader.line_num + 1} ({err})") from None
 
@@ -192,14 +198,16 @@ def load_pmc_vqa(
     if image_dir is None:
         # A few rows suffice to find the folder; one missing figure must not hide it.
         figures = [
-            normalize_path(r.get("figure_path") or "") for _, r in records[:50] if (r.get("figure_path") or "").strip()
+            normalize_path(r.get("figure_path") or "")
+            for _, r, _ in records[:50]
+            if (r.get("figure_path") or "").strip()
         ]
         image_dir = find_image_dir(folder, figures)
 
     def converted() -> Iterator[dict]:
-        for line, record in records:
+        for line, record, extra_values in records:
             try:
-                yield row_from_record(record, line, image_dir)
+                yield row_from_record(record, line, image_dir, extra_values)
             except BadRowError as err:
                 if not skip_bad_rows:
                     raise
