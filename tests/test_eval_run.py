@@ -231,6 +231,17 @@ def test_a_rerun_with_other_settings_is_refused_before_loading_a_model(tmp_path,
                  "--metrics", "none", "--no_progress"]) == 0  # fmt: skip
 
 
+def test_a_modality_that_is_not_text_is_a_bad_row_not_a_group_of_its_own(tmp_path):
+    rows = make_rows(tmp_path)
+    rows[0]["modality"] = ["MRI"]
+    split = _write(tmp_path / "rows.json", rows)
+    with pytest.raises(BadRowError, match=r"row 'r0': bad_modality \(modality is a list, not text\)"):
+        run_eval(_args(tmp_path, split, metrics="none"), generator=Scripted({}))
+    summary = run_eval(_args(tmp_path, split, skip_bad_rows=True, metrics="none"), generator=Scripted({}))
+    assert summary["skipped"]["load"] == {"total": 1, "counts": {"bad_modality": 1}}
+    assert "['MRI']" not in summary["modalities"] and summary["modalities"]["MRI"]["n"] == 1
+
+
 def test_images_written_as_one_string_is_a_bad_row_not_read_letter_by_letter(tmp_path):
     rows = make_rows(tmp_path)
     rows[1]["images"] = rows[1].pop("image")  # a single path where a list belongs

@@ -49,6 +49,10 @@ def check_row(row: dict) -> None:
     if texts.count(texts[LETTERS.index(answer)]) > 1:
         # Another option reads the same as the correct one: choosing it is right, yet its letter scores 0.
         raise BadRowError(row_id, "ambiguous_answer", f"option {answer} {options[LETTERS.index(answer)]!r} is repeated")
+    modality = row.get("modality")
+    if modality is not None and not isinstance(modality, str):
+        # Accuracy is reported per modality: a list or a number would become a group of its own text form.
+        raise BadRowError(row_id, "bad_modality", f"modality is a {type(modality).__name__}, not text")
     images = row.get("images")
     if images is not None and not isinstance(images, (list, tuple)):
         # A single path written as `images` would otherwise be read letter by letter ("file not found: a").
