@@ -185,6 +185,18 @@ def require_model_name(model_args) -> str:
     return model_args.model_name_or_path
 
 
+def require_vllm_if_used(training_args) -> None:
+    """`use_vllm: true` without vLLM installed: a `RecipeError` before any data or model is loaded (TRL would raise
+    its ImportError only once the model is in memory)."""
+    import importlib.util
+
+    if getattr(training_args, "use_vllm", False) and importlib.util.find_spec("vllm") is None:
+        raise RecipeError(
+            "use_vllm is true, but vLLM is not installed: install the extra on a GPU machine "
+            "(pip install -e '.[vllm]'), or set --use_vllm false to generate with transformers"
+        )
+
+
 def load_model_and_processor(model_args, training_args: MedVLMGRPOConfig):
     """Qwen2-VL with `AutoModelForImageTextToText` (ModelConfig's dtype and attention) and its processor, padding left."""
     import torch
@@ -313,6 +325,7 @@ def train(script_args: MedVLMScriptArguments, training_args: MedVLMGRPOConfig, m
     from medvlm_trl.run_safety import RunInfoCallback
     from medvlm_trl.trainer import MedVLMGRPOTrainer
 
+    require_vllm_if_used(training_args)
     reward_funcs = build_reward_funcs(training_args)
     rows = load_train_rows(script_args)
     check_split_overlap(rows, script_args)

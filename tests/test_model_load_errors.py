@@ -1,6 +1,6 @@
 """A model, processor or tokenizer that cannot be loaded (a wrong path, a hub id with no network and no cached copy)
 ends as one line naming what was being loaded and from where: the training and eval commands exit 2, the Python
-classes raise `ModelLoadError`; never a transformers traceback."""
+classes raise `ModelLoadError`; never a transformers traceback. So does asking for vLLM where it is not installed."""
 
 import pytest
 import yaml
@@ -81,3 +81,30 @@ def test_the_semantic_judge_and_the_metric_models_name_what_failed(tmp_path):
         token_lengths(["a b c"], nowhere)
     with pytest.raises(ModelLoadError, match="cannot load the tokenizer that counts think tokens"):
         make_ecr_length_reward(tokenizer=nowhere)(["<think>a b</think><answer>A</answer>"])
+
+
+def _without_vllm(monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else find_spec(name, *a))
+
+
+def test_use_vllm_without_vllm_is_one_line_before_any_model_is_loaded(tmp_path, capsys, monkeypatch):
+    from medvlm_trl import grpo
+
+    _without_vllm(monkeypatch)
+    recipe = _recipe(tmp_path, model_name_or_path=str(tmp_path / "no_model"), reward_funcs=["format"], use_vllm=True)
+    assert grpo.main(["--config", recipe]) == 2
+    err = capsys.readouterr().err
+    assert "use_vllm is true, but vLLM is not installed" in err and "cannot load" not in err
+
+
+def test_eval_backend_vllm_without_vllm_is_one_line(tmp_path, capsys, monkeypatch):
+    from medvlm_trl.eval.run import main
+
+    _without_vllm(monkeypatch)
+    code = main(["--model", str(tmp_path / "no_model"), "--split", "sample", "--backend", "vllm",
+                 "--out", str(tmp_path / "run"), "--no_progress"])  # fmt: skip
+    assert code == 2
+    assert "--backend vllm, but vLLM is not installed" in capsys.readouterr().err

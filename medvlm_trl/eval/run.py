@@ -30,6 +30,7 @@ questions and adds reasoning metrics (appendix B). This module runs either proto
 from __future__ import annotations
 
 import gc
+import importlib.util
 import json
 import os
 import sys
@@ -696,6 +697,10 @@ def run_eval(args: EvalArguments, generator: Generator | None = None) -> dict:
         backend = "vllm" if vllm_available() else "hf"
     else:
         backend = args.backend
+    if backend == "vllm" and generator is None and importlib.util.find_spec("vllm") is None:
+        raise EvalInputError(
+            "--backend vllm, but vLLM is not installed: pip install 'medvlm-trl[vllm]', or --backend hf"
+        )
     config = {
         "model": args.model,
         "split": args.split,
