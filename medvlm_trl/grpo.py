@@ -171,9 +171,12 @@ def check_split_overlap(rows: list[dict], script_args: MedVLMScriptArguments) ->
     if not script_args.test_manifests:
         return
     from medvlm_trl.data.audit import assert_no_leakage
+    from medvlm_trl.data.images import ImageLoadError
 
     try:
         assert_no_leakage(rows, script_args.test_manifests, allow_overlap=script_args.allow_split_overlap)
+    except ImageLoadError:  # a training row's image, decoded here to hash it: the error names that row
+        raise
     except (ValueError, OSError) as err:  # a missing or malformed test manifest (a leak is a LeakageError)
         raise RecipeError(f"test_manifests: {err}") from err
 

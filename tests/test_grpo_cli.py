@@ -175,3 +175,30 @@ def test_a_bad_recipe_value_or_data_setting_ends_with_one_line(tmp_path, capsys,
         path.write_text(yaml.safe_dump(recipe))
     assert main(["--config", str(path), "--output_dir", str(tmp_path / "out")]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_corrupt_training_image_met_by_the_leakage_audit_is_named_by_its_row_not_as_the_test_manifest(tmp_path):
+    """The audit decodes the training images to hash them; an unreadable one is that row's error (ImageLoadError),
+    not a `test_manifests:` recipe error pointing at a test manifest that is fine."""
+    import shutil
+
+    from medvlm_trl.configs import MedVLMScriptArguments
+    from medvlm_trl.data.images import ImageLoadError
+    from medvlm_trl.data.manifest import manifest_from_rows
+    from medvlm_trl.data.registry import load_rows
+    from medvlm_trl.data.sample import sample_dir
+    from medvlm_trl.grpo import check_split_overlap, load_train_rows
+
+    root = tmp_path / "sample"
+    shutil.copytree(sample_dir(), root)
+    first = json.loads((root / "train.jsonl").read_text().splitlines()[0])
+    (root / first["image"]).write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    test = manifest_from_rows(load_rows("sample", "test", data_dir=root), dataset="sample", split="test")
+    test.save(tmp_path / "test.json")
+    args = MedVLMScriptArguments(
+        dataset_name="sample", data_dir=str(root), test_manifests=[str(tmp_path / "test.json")]
+    )
+    rows = load_train_rows(args)
+    with pytest.raises(ImageLoadError, match=f"row {first['id']!r}") as err:
+        check_split_overlap(rows, args)
+    assert "test_manifests" not in str(err.value)
