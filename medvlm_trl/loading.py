@@ -42,8 +42,10 @@ def load_pretrained(load: Callable[..., Any], name: Any, what: str, **kwargs: An
         raise
     except (OSError, ValueError) as err:
         text = os.fspath(name) if isinstance(name, (str, os.PathLike)) else repr(name)
-        if isinstance(name, (str, os.PathLike)) and not os.path.exists(text):
-            where = "not a local folder; as a hub id it needs network access or a copy in the Hugging Face cache"
-        else:
+        if not isinstance(name, (str, os.PathLike)) or os.path.exists(text):
             where = "a local path"
+        elif isinstance(err, OSError):  # how transformers reports files it could neither find nor fetch
+            where = "not a local folder; as a hub id it needs network access or a copy in the Hugging Face cache"
+        else:  # the files were found (the hub or its cache), but the loader refused them: the reason says why
+            where = "a hub id"
         raise ModelLoadError(f"cannot load the {what} from {text!r} ({where}): {_reason(err)}") from err

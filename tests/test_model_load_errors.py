@@ -108,3 +108,20 @@ def test_eval_backend_vllm_without_vllm_is_one_line(tmp_path, capsys, monkeypatc
                  "--out", str(tmp_path / "run"), "--no_progress"])  # fmt: skip
     assert code == 2
     assert "--backend vllm, but vLLM is not installed" in capsys.readouterr().err
+
+
+def test_a_cached_hub_model_the_loader_refuses_is_not_blamed_on_the_network(tmp_path, tiny_lm):
+    """A hub id found in the cache (offline) but of the wrong kind, here a text-only LM where an image-text model is
+    needed: transformers' ValueError is the reason; 'needs network access or a cached copy' would send the user the
+    wrong way."""
+    import shutil
+
+    from transformers import AutoModelForImageTextToText
+
+    repo = tmp_path / "models--org--tiny-lm"
+    shutil.copytree(tiny_lm, repo / "snapshots" / ("0" * 40))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    with pytest.raises(ModelLoadError, match=r"from 'org/tiny-lm' \(a hub id\): Unrecognized configuration") as err:
+        load_pretrained(AutoModelForImageTextToText.from_pretrained, "org/tiny-lm", "model", cache_dir=str(tmp_path))
+    assert "network" not in str(err.value)
