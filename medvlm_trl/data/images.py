@@ -40,12 +40,17 @@ def _high_depth_to_8bit(image: Image.Image) -> Image.Image:
     conversion clips such values at 255 (a 16-bit PNG turns white, a 0-1 float image black)."""
     if image.mode not in ("I", "F") and not image.mode.startswith("I;16"):
         return image
-    arr = np.asarray(image, dtype=np.float64)
+    return Image.fromarray(_stretch_to_255(np.asarray(image)).round().astype(np.uint8), mode="L")
+
+
+def _stretch_to_255(arr: np.ndarray) -> np.ndarray:
+    """Values stretched linearly (as floats) from their finite min..max onto 0..255, all 0 when constant; NaN and -inf
+    read as the minimum, +inf as the maximum. DICOM slices and 16-bit / float images share it."""
+    arr = np.asarray(arr, dtype=np.float64)
     finite = arr[np.isfinite(arr)]
     lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
     arr = np.nan_to_num(arr, nan=lo, posinf=hi, neginf=lo)
-    arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
-    return Image.fromarray(arr.round().astype(np.uint8), mode="L")
+    return (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
 
 
 def dicom_to_image(source: str | os.PathLike | bytes) -> Image.Image:
@@ -62,9 +67,7 @@ def dicom_to_image(source: str | os.PathLike | bytes) -> Image.Image:
         arr = apply_modality_lut(arr, ds)
         if "WindowCenter" in ds:
             arr = apply_voi_lut(arr, ds)
-        arr = arr.astype(np.float64)
-        lo, hi = float(arr.min()), float(arr.max())
-        arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
+        arr = _stretch_to_255(arr)
         if photometric == "MONOCHROME1":
             arr = 255.0 - arr
         return Image.fromarray(arr.round().astype(np.uint8), mode="L").convert("RGB")
