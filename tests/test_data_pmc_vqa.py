@@ -161,3 +161,8 @@ def test_a_line_with_more_values_than_columns_is_a_bad_row_not_shifted_fields(tm
     report = SkipReport()
     rows = load_pmc_vqa(tmp_path, skip_bad_rows=True, report=report)
     assert [r["image_file"] for r in rows] == ["PMCgood_F1.jpg"] and dict(report.counts) == {"malformed_row": 1}
+    # A line that merely ends with a comma (an empty value beyond the header) has shifted nothing.
+    write_pmc_vqa(tmp_path, {"train": [pmc_record("good")]})
+    lines = csv_path.read_text().splitlines()
+    csv_path.write_text("\n".join([lines[0], *(line + "," for line in lines[1:])]) + "\n")
+    assert [r["image_file"] for r in load_pmc_vqa(tmp_path)] == ["PMCgood_F1.jpg"]

@@ -131,7 +131,7 @@ def row_from_record(record: dict, line: int, image_dir: Path | None, extra_value
 
 
 def _records(csv_path: Path) -> Iterator[tuple[int, dict, int]]:
-    """(line number, record, how many values the line has beyond the header) for each CSV line."""
+    """(line number, record, how many non-empty values the line has beyond the header) for each CSV line."""
     with open(csv_path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh)
         try:
@@ -144,7 +144,8 @@ def _records(csv_path: Path) -> Iterator[tuple[int, dict, int]]:
                 raise ValueError(f"{csv_path}: no column(s) {sorted(missing)}; columns are {header}")
             for line, values in enumerate(reader, start=2):  # line 1 is the header
                 record = {name: value for name, value in zip(names, values) if name}
-                yield line, record, max(0, len(values) - len(names))
+                # Values beyond the header; empty ones (a line that merely ends with a comma) shift nothing.
+                yield line, record, sum(1 for value in values[len(names) :] if value.strip())
         except (UnicodeDecodeError, csv.Error) as err:  # not UTF-8 text, or a field beyond the csv module's limit
             raise ValueError(f"{csv_path}: unreadable as a UTF-8 CSV near line {reader.line_num + 1} ({err})") from None
 
