@@ -94,7 +94,10 @@ def wrong_value_types(recipe: dict, parser) -> list[str]:
 
     single = {"int": "an integer", "float": "a number", "bool": "true or false"}
     plural = {"int": "integers", "float": "numbers", "bool": "true/false values"}
-    actions = {action.dest: action for action in parser._actions}
+    actions: dict = {}
+    for action in parser._actions:  # a yes/no field that defaults to true also has a `--no_<name>` (no type) alias
+        if action.dest not in actions or actions[action.dest].type is None:
+            actions[action.dest] = action
     problems = []
     for key, value in recipe.items():
         action = actions.get(key)

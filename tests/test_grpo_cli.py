@@ -158,6 +158,7 @@ def test_skip_bad_rows_decodes_training_images_and_counts_a_corrupt_one(tmp_path
         ({"min_pixels": 3136.5}, "min_pixels needs an integer, got 3136.5"),
         ({"reward_weights": 1.0}, "reward_weights needs a list of numbers, got 1.0"),
         ({"bf16": [False]}, "bf16 needs true or false"),
+        ({"gradient_checkpointing": [1]}, "gradient_checkpointing needs true or false"),  # defaults to true
         ({"dataset_name": "smaple"}, "dataset 'smaple': unknown dataset 'smaple'"),
         ({"reward_funcs": ["format", "acuracy"]}, "reward_funcs: unknown reward name(s) ['acuracy']"),
         ({"test_manifests": ["no/such/test.json"]}, "test_manifests: split manifest not found"),
