@@ -5,7 +5,7 @@
 #   bash bench/device_kit.sh          # here, on a machine that reaches PyPI
 #
 # The image already holds torch, transformers, accelerate, peft, huggingface_hub, pyarrow, pandas, xxhash, tokenizers,
-# safetensors, pyyaml and pillow (the device tool's KINDS.md lists them); what the project needs beyond those is
+# safetensors, pyyaml and pillow (its published package list, read 2026-11-25); what the project needs beyond those is
 # pinned below at the versions its own tests run with. `bench/README.md` ("On the lent GPU machine") gives the
 # command that installs them there and runs the benchmark.
 set -euo pipefail
