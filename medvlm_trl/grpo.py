@@ -256,7 +256,7 @@ def _import_reward(path: str):
 
 def build_reward_funcs(training_args: MedVLMGRPOConfig) -> list:
     """The recipe's rewards in order: registry names (`format`, `accuracy`, `semantic`, `ecr`, `cwr`) or dotted paths."""
-    from medvlm_trl.rewards import get_reward_funcs
+    from medvlm_trl.rewards import SemanticJudgeReward, get_reward_funcs
 
     names = list(training_args.reward_funcs or [])
     if not names:
@@ -277,7 +277,11 @@ def build_reward_funcs(training_args: MedVLMGRPOConfig) -> list:
         )
     except ValueError as err:  # an unknown reward name, a bad length setting
         raise RecipeError(f"reward_funcs: {err}") from err
-    return [_import_reward(name) if "." in name else next(from_registry) for name in names]
+    funcs = [_import_reward(name) if "." in name else next(from_registry) for name in names]
+    for func in funcs:  # a judge that cannot be found fails here, not at the first step after the policy has loaded
+        if isinstance(func, SemanticJudgeReward):
+            func.check_available()
+    return funcs
 
 
 # Hyper-parameters written into the model card, besides LoRA's.

@@ -125,3 +125,18 @@ def test_a_cached_hub_model_the_loader_refuses_is_not_blamed_on_the_network(tmp_
     with pytest.raises(ModelLoadError, match=r"from 'org/tiny-lm' \(a hub id\): Unrecognized configuration") as err:
         load_pretrained(AutoModelForImageTextToText.from_pretrained, "org/tiny-lm", "model", cache_dir=str(tmp_path))
     assert "network" not in str(err.value)
+
+
+def test_a_semantic_judge_that_cannot_be_found_stops_grpo_before_the_policy_is_loaded(tmp_path, capsys):
+    from medvlm_trl import grpo
+
+    recipe = _recipe(
+        tmp_path,
+        model_name_or_path=str(tmp_path / "no_model"),
+        reward_funcs=["format", "semantic"],
+        semantic_judge_model=str(tmp_path / "no_judge"),
+    )
+    assert grpo.main(["--config", recipe]) == 2
+    err = capsys.readouterr().err
+    assert "cannot load the semantic judge (semantic_judge_model) from" in err and "no_judge" in err
+    assert "(model_name_or_path)" not in err  # the policy was never attempted

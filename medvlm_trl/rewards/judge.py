@@ -170,6 +170,20 @@ class SemanticJudgeReward:
     # ----------------------------------------------------------------------------------------------------------------
     # Loading
     # ----------------------------------------------------------------------------------------------------------------
+    def check_available(self) -> SemanticJudgeReward:
+        """Raise `ModelLoadError` now if the judge given by name cannot be found: only its config is read (the weights
+        are loaded by the first scoring call), so a training command can fail before it loads the policy."""
+        if self.model is None and self.model_name_or_path is not None:
+            from transformers import AutoConfig
+
+            load_pretrained(
+                AutoConfig.from_pretrained,
+                self.model_name_or_path,
+                "semantic judge (semantic_judge_model)",
+                trust_remote_code=self.trust_remote_code,
+            )
+        return self
+
     def load(self) -> SemanticJudgeReward:
         """Load the judge (when given by name), move it to its device and prepare the prompt's token ids. Called by the
         first scoring call; call it yourself to pay the loading time up front."""
