@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -33,17 +32,13 @@ from PIL import Image
 
 from medvlm_trl.data.images import load_image
 from medvlm_trl.data.sample import pixel_hash
+from medvlm_trl.data.schema import normalize_text
 
 FORMAT = "medvlm-trl/split-manifest"
 FORMAT_VERSION = 1
 # 16 rows x 16 horizontal gradients: 256 bits. Fine enough that different slices of one modality stay far apart,
 # coarse enough that resizing or re-encoding moves only a few bits.
 DHASH_SIZE = 16
-
-
-def normalize_text(text: str) -> str:
-    """Case-folded, Unicode-normalised, whitespace-collapsed text: the form questions are compared in."""
-    return " ".join(unicodedata.normalize("NFKC", str(text)).casefold().split())
 
 
 def question_hash(question: str, options: Sequence[str]) -> str:

@@ -8,6 +8,7 @@ unreadable image, a duplicate id) either raises `BadRowError` naming the row and
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -24,6 +25,11 @@ class BadRowError(ValueError):
     def __init__(self, row_id: str | None, reason: str, detail: str = ""):
         self.row_id, self.reason, self.detail = row_id, reason, detail
         super().__init__(f"row {row_id!r}: {reason}" + (f" ({detail})" if detail else ""))
+
+
+def normalize_text(text: str) -> str:
+    """Case-folded, Unicode-normalised, whitespace-collapsed text: the form questions and options are compared in."""
+    return " ".join(unicodedata.normalize("NFKC", str(text)).casefold().split())
 
 
 def check_row(row: dict) -> None:
@@ -45,7 +51,7 @@ def check_row(row: dict) -> None:
     answer = row.get("answer")
     if not isinstance(answer, str) or answer not in LETTERS[: len(options)] or len(answer) != 1:
         raise BadRowError(row_id, "answer_not_in_options", f"answer {answer!r}, letters {LETTERS[: len(options)]}")
-    texts = [" ".join(o.casefold().split()) for o in options]
+    texts = [normalize_text(o) for o in options]
     if texts.count(texts[LETTERS.index(answer)]) > 1:
         # Another option reads the same as the correct one: choosing it is right, yet its letter scores 0.
         raise BadRowError(row_id, "ambiguous_answer", f"option {answer} {options[LETTERS.index(answer)]!r} is repeated")
