@@ -124,7 +124,7 @@ def _caveats(summary: dict | None) -> list[str]:
     for part in (skipped, skipped.get("load") or {}):
         for reason, count in (part.get("counts") or {}).items():
             counts[reason] = counts.get(reason, 0) + int(count)
-    total = int(skipped.get("total") or 0) + int((skipped.get("load") or {}).get("total") or 0)
+    total = sum(counts.values())
     if total:
         reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(counts.items()))
         caveats.append(f"{total} bad test row(s) skipped ({reasons})")
