@@ -24,8 +24,8 @@ bare texts the prompt renders as `A) ...`. Older copies spell the columns `Anwse
 are read. Where `Answer_label` is absent and `Answer` is a single letter, that letter is the answer. Where both an
 answer text and a label are present and the text is a *different* option than the label names, the row is bad
 (`answer_mismatch`). Trailing empty choices are dropped (a three-option row); an empty choice before a filled one is
-a bad row, and so is a line with more values than the header has columns (`malformed_row`: an unquoted comma has
-shifted its fields).
+a bad row, and so is a line with non-empty values beyond the header's columns (`malformed_row`: an unquoted comma
+has shifted its fields; a line that merely ends with a comma is read).
 
 PMC-VQA rows carry no modality; it is derived by the keyword rule of `medvlm_trl.data.schema.modality_from_text`
 (question, then the answer text, then the figure name), else "Other". Ids are content ids
