@@ -370,8 +370,8 @@ def parse_args(argv: Sequence[str] | None = None, parser=None):
 
 def run_main(prog: str, parser, train_fn, argv: Sequence[str] | None) -> int:
     """The body of `medvlm-trl grpo`, `sft` and `dpo`: parse (unknown recipe keys refused), claim the output folder,
-    train. A bad recipe, bad data, a model that cannot be loaded or a refused output folder ends with one line naming the problem (exit status 2),
-    not a traceback."""
+    train. A bad recipe, bad data, a model that cannot be loaded or a refused output folder ends with one line naming
+    the problem (exit status 2), not a traceback."""
     from medvlm_trl.data.audit import LeakageError
     from medvlm_trl.data.images import ImageLoadError
     from medvlm_trl.data.schema import BadRowError
