@@ -146,13 +146,14 @@ def score_answer(answer_text: str | None, answer: Any, options: Any) -> float:
     return 0.5
 
 
-def _given(answer: Any, options: Any, kwargs: Mapping) -> list[str]:
-    """The names of the columns a reward call received (for the error when one it needs is missing)."""
-    named = [name for name, value in (("answer", answer), ("options", options)) if value is not None]
-    return named + list(kwargs)
+def _answer_columns(reward: str, n: int, answer: Any, options: Any, kwargs: Mapping) -> tuple[Sequence, Sequence]:
+    """The `answer` and `options` columns of a reward call, each checked to hold one entry per completion (`n`); the
+    errors name `reward`, the column and, for a missing column, the columns that did arrive."""
+    given = [name for name, value in (("answer", answer), ("options", options)) if value is not None] + list(kwargs)
+    return _per_completion(answer, n, "answer", reward, given), _per_completion(options, n, "options", reward, given)
 
 
-def _per_completion(values: Any, n: int, name: str, reward: str = "accuracy_reward", given: Any = ()) -> Sequence:
+def _per_completion(values: Any, n: int, name: str, reward: str, given: Sequence[str]) -> Sequence:
     """`values` checked to hold one entry per completion. `None` means TRL passed no such dataset column (a dataset
     without `answer` / `options`): a clear error naming the column and the keyword arguments that did arrive."""
     if values is None:
@@ -193,8 +194,5 @@ def accuracy_reward(
     [1.0, 0.5]
     ```
     """
-    n = len(completions)
-    given = _given(answer, options, kwargs)
-    answer = _per_completion(answer, n, "answer", "accuracy_reward", given)
-    options = _per_completion(options, n, "options", "accuracy_reward", given)
+    answer, options = _answer_columns("accuracy_reward", len(completions), answer, options, kwargs)
     return [score_answer(parse_completion(c).answer, a, o) for c, a, o in zip(completions, answer, options)]

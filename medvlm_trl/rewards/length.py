@@ -21,7 +21,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from .accuracy import _given, _per_completion, score_answer
+from .accuracy import _answer_columns, score_answer
 from .parsing import parse_completion
 
 __all__ = [
@@ -107,10 +107,7 @@ def _ecr_scores(completions: list, weight: float, target_length: int, count: Cal
 
 
 def _cwr_scores(completions, answer, options, weight, target_length, count, name, kwargs) -> list[float]:
-    n = len(completions)
-    given = _given(answer, options, kwargs)
-    answer = _per_completion(answer, n, "answer", name, given)
-    options = _per_completion(options, n, "options", name, given)
+    answer, options = _answer_columns(name, len(completions), answer, options, kwargs)
     scores = []
     for completion, letter, opts in zip(completions, answer, options):
         parsed = parse_completion(completion)
