@@ -13,11 +13,13 @@ columns and the published values live in one data file, `medvlm_trl/resources/pa
   (similarity, perplexity, thinking reward, token length; mean ± std) per method.
 
 Every cell reads `ours / paper (ours - paper)`. A row without results reads `missing`, never 0; a value its results
-lack (a modality not in its test rows, a metric not computed) reads `—`; a published value we could not read reads
-`n.a.`. A row whose eval skipped bad test rows or is incomplete is marked `†`, with the reason in the notes.
+lack (a modality not in its test rows, a metric not computed) reads `—`; a cell the paper leaves empty reads `n.a.`; a
+mark the paper prints beside a value (the study's `*`) follows it, explained in the notes. The notes also name the
+scoring rule each row's eval used (`strict`, `study` or `letter`, see `medvlm_trl.eval.scoring`). A row whose eval
+skipped bad test rows or is incomplete is marked `†`, with the reason in the notes.
 Written to `--out` (default RESULTS_DIR): `table1_<paper>.md`, `table1_<paper>.csv`
-(one line per cell) and `table1_<paper>.png`, a bar chart of the accuracies (matplotlib, Agg backend) with the
-published values marked.
+(one line per cell) and `table1_<paper>.png`, bar charts of every column (matplotlib, Agg backend): our values as
+bars, the published ones as black ticks (the study's metrics with their std as error bars, one panel per column).
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ __all__ = [
 PAPERS = ("medvlm_r1", "rl_medvqa")
 MISSING = "missing"  # no results folder for the row
 ABSENT = "—"  # the row has results, but not this value (a modality not in its test rows, a metric not computed)
-NOT_AVAILABLE = "n.a."  # the paper's value could not be read
+NOT_AVAILABLE = "n.a."  # the paper leaves the cell empty
 CAVEAT = "†"  # the row's eval skipped bad test rows or is incomplete: its numbers are over fewer rows than the paper's
 
 
@@ -62,6 +64,7 @@ class Cell:
     paper: float | None = None
     paper_std: float | None = None
     n: int | None = None
+    paper_mark: str = ""  # a mark the paper prints beside its value (the study's `*`)
 
     @property
     def delta(self) -> float | None:
@@ -74,7 +77,7 @@ class Table:
     name: str
     title: str
     columns: list[dict]
-    rows: list[dict]  # {"key", "label", "cells": {column key: Cell}, "found": bool, "caveats": [str]}
+    rows: list[dict]  # {"key", "label", "cells": {column key: Cell}, "found", "caveats": [str], "scoring": str | None}
     notes: list[str]
 
 
@@ -207,15 +210,49 @@ def build_table(paper: str, results_dir: str | Path, paper_results: dict | None 
         else:
             cells = _accuracy_cells({"columns": layout["columns"], "row": row}, summary, "accuracy")
             found = summary is not None
+        for column, mark in (row.get("marks") or {}).items():
+            cells[column].paper_mark = mark
         caveats = _caveats(summary)
         for caveat in caveats:
             notes.append(f"{CAVEAT} {row['label']}: {caveat}; its numbers are over fewer rows than the test split")
-        rows.append({"key": row["key"], "label": row["label"], "cells": cells, "found": found, "caveats": caveats})
+        scoring = _scoring(summary) if row.get("computed") is None else None
+        rows.append(
+            {"key": row["key"], "label": row["label"], "cells": cells, "found": found, "caveats": caveats,
+             "scoring": scoring}
+        )  # fmt: skip
+    notes += _scoring_notes(rows)
+    for mark, meaning in (layout.get("marks") or {}).items():
+        notes.append(f"`{mark}`: {meaning}")
     if layout.get("notes"):
         notes.append(layout["notes"])
     return Table(
         paper=paper, name=layout["name"], title=layout["title"], columns=layout["columns"], rows=rows, notes=notes
     )
+
+
+# What each scoring rule of `medvlm_trl.eval.scoring` counts, for the table's notes.
+SCORING_RULES = {
+    "strict": "strict (MedVLM-R1: the `<answer>` block is exactly the correct letter)",
+    "study": "study (the correct letter or the correct option's text, normalised, inside `<answer>`)",
+    "letter": "letter (a bare correct letter: `B`, `B.`, `B)` or `(B)`; the simple prompt)",
+}
+
+
+def _scoring(summary: dict | None) -> str | None:
+    if summary is None:
+        return None
+    return (summary.get("config") or {}).get("scoring") or summary.get("scoring")
+
+
+def _scoring_notes(rows: list[dict]) -> list[str]:
+    """One note per scoring rule the rows' evals used, naming the rows."""
+    by_rule: dict[str, list[str]] = {}
+    for row in rows:
+        if row.get("scoring"):
+            by_rule.setdefault(row["scoring"], []).append(row["label"])
+    return [
+        f"scored by the {SCORING_RULES.get(rule, rule)} rule: {', '.join(labels)}" for rule, labels in by_rule.items()
+    ]
 
 
 def _fmt(value: float | None, std: float | None = None) -> str:
@@ -227,7 +264,7 @@ def _fmt(value: float | None, std: float | None = None) -> str:
 def _cell_text(cell: Cell, found: bool) -> str:
     ours = _fmt(cell.ours, cell.ours_std) or (ABSENT if found else MISSING)
     paper = _fmt(cell.paper, cell.paper_std) or NOT_AVAILABLE
-    text = f"{ours} / {paper}"
+    text = f"{ours} / {paper}{cell.paper_mark}"
     if cell.delta is not None:
         text += f" ({cell.delta:+.2f})"
     return text
@@ -240,7 +277,7 @@ def render_markdown(table: Table) -> str:
         f"### {table.title}",
         "",
         f"Each cell: ours / paper (ours − paper). `{MISSING}`: no results for the row; `{ABSENT}`: the row's results "
-        f"lack this value; `{NOT_AVAILABLE}`: the paper's value could not be read; `{CAVEAT}`: the row's eval skipped "
+        f"lack this value; `{NOT_AVAILABLE}`: the paper leaves this cell empty; `{CAVEAT}`: the row's eval skipped "
         "bad test rows or is incomplete (see the notes below).",
         "",
         "| " + " | ".join(header) + " |",
@@ -256,12 +293,14 @@ def render_markdown(table: Table) -> str:
 
 
 def render_csv(table: Table) -> str:
-    """One line per cell: paper, row, label, column, ours, ours_std, paper value, paper_std, delta, n, and the
-    row's caveats (skipped bad rows, an incomplete eval; `; `-separated, empty when none)."""
+    """One line per cell: paper, row, label, column, ours, ours_std, paper value, paper_std, delta, n, the row's
+    caveats (skipped bad rows, an incomplete eval; `; `-separated, empty when none), the paper's mark beside its value
+    and the scoring rule of the row's eval."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(
         ["paper", "row", "label", "column", "ours", "ours_std", "paper_value", "paper_std", "delta", "n", "caveats"]
+        + ["paper_mark", "scoring"]
     )
     for row in table.rows:
         for column in table.columns:
@@ -276,14 +315,17 @@ def render_csv(table: Table) -> str:
                     "" if cell.delta is None else cell.delta,
                     "" if cell.n is None else cell.n,
                     "; ".join(row.get("caveats") or []),
+                    cell.paper_mark,
+                    row.get("scoring") or "",
                 ]
             )
     return buffer.getvalue()
 
 
 def render_chart(table: Table, path: str | Path) -> Path:
-    """A grouped bar chart of the accuracy columns: our values as bars, the published ones as black ticks; a row
-    without results is labelled `missing` where its bars would be."""
+    """Bar charts of every column: our values as bars, the published ones as black ticks, a row without results
+    labelled `missing` where its bars would be. MedVLM-R1: one grouped chart of its accuracy columns (one scale). The
+    study: one panel per column (accuracy and each metric have their own scale), stds as error bars."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -291,49 +333,73 @@ def render_chart(table: Table, path: str | Path) -> Path:
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    # MedVLM-R1: every column is an accuracy; the study: only its accuracy column is (the metrics have other scales).
-    columns = table.columns if table.paper == "medvlm_r1" else [c for c in table.columns if c["key"] == "accuracy"]
-    n_rows, n_cols = len(table.rows), len(columns)
-    width = 0.8 / n_cols
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * n_rows + 2), 4.5))
-    for j, column in enumerate(columns):
-        xs = [i - 0.4 + width * (j + 0.5) for i in range(n_rows)]
-        ours = [row["cells"][column["key"]].ours for row in table.rows]
-        paper = [row["cells"][column["key"]].paper for row in table.rows]
-        bars = ax.bar(
-            [x for x, v in zip(xs, ours) if v is not None],
-            [v for v in ours if v is not None],
-            width=width * 0.95,
-            color=plt.get_cmap("tab10")(j),  # fixed per column: a column without bars must not shift the colours
-        )
-        ax.bar_label(bars, fmt="%.1f", fontsize=6, padding=1)  # a 0.0 bar is visible as its label
-        marked = [(x, p) for x, p in zip(xs, paper) if p is not None]
-        if marked:
-            ax.scatter(
-                [x for x, _ in marked],
-                [p for _, p in marked],
-                marker="_",
-                s=300,
-                color="black",
-                zorder=3,
-            )
-    for i, row in enumerate(table.rows):
-        if not row["found"]:
-            ax.text(i, 2, MISSING, ha="center", va="bottom", rotation=90, fontsize=8, color="dimgray")
-    ax.set_xticks(range(n_rows))
-    ax.set_xticklabels([row["label"] for row in table.rows], rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.set_title(table.name, fontsize=10)
-    # Explicit handles: a column without any bar (no results for it yet) still gets its colour in the legend.
-    handles = [Patch(color=plt.get_cmap("tab10")(j), label=c["label"]) for j, c in enumerate(columns)]
-    handles.append(Line2D([], [], color="black", marker="_", linestyle="none", markersize=14, label="paper"))
-    ax.legend(handles=handles, fontsize=8, ncol=min(n_cols + 1, 5))
+    panels = [table.columns] if table.paper == "medvlm_r1" else [[c] for c in table.columns]
+    n_rows = len(table.rows)
+    fig, axes = plt.subplots(
+        len(panels), 1, figsize=(max(6.0, 1.3 * n_rows + 2), 4.5 if len(panels) == 1 else 3.0 * len(panels))
+    )
+    axes = [axes] if len(panels) == 1 else list(axes)
+    for ax, columns in zip(axes, panels):
+        _chart_panel(ax, table, columns, plt, first=ax is axes[0], last=ax is axes[-1])
+        # Explicit handles: a column without any bar (no results for it yet) still gets its colour in the legend.
+        handles = [Patch(color=plt.get_cmap("tab10")(j), label=c["label"]) for j, c in enumerate(columns)]
+        handles.append(Line2D([], [], color="black", marker="_", linestyle="none", markersize=14, label="paper"))
+        ax.legend(handles=handles, fontsize=8, ncol=min(len(columns) + 1, 5))
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def _chart_panel(ax, table: Table, columns: list[dict], plt, first: bool, last: bool) -> None:
+    n_rows, n_cols = len(table.rows), len(columns)
+    width = 0.8 / n_cols
+    accuracy = all(c["key"] in {"accuracy", "average"} or "modality" in c for c in columns)
+    for j, column in enumerate(columns):
+        xs = [i - 0.4 + width * (j + 0.5) for i in range(n_rows)]
+        cells = [row["cells"][column["key"]] for row in table.rows]
+        ours = [(x, c.ours, c.ours_std) for x, c in zip(xs, cells) if c.ours is not None]
+        bars = ax.bar(
+            [x for x, _, _ in ours],
+            [v for _, v, _ in ours],
+            yerr=[s or 0.0 for _, _, s in ours] if any(s for _, _, s in ours) else None,
+            width=width * 0.95,
+            color=plt.get_cmap("tab10")(j),  # fixed per column: a column without bars must not shift the colours
+            capsize=2,
+        )
+        ax.bar_label(bars, fmt="%.1f", fontsize=6, padding=1)  # a 0.0 bar is visible as its label
+        paper = [(x, c.paper, c.paper_std) for x, c in zip(xs, cells) if c.paper is not None]
+        if paper:
+            ax.errorbar(
+                [x for x, _, _ in paper],
+                [v for _, v, _ in paper],
+                yerr=[s or 0.0 for _, _, s in paper] if any(s for _, _, s in paper) else None,
+                fmt="_",
+                markersize=14,
+                color="black",
+                ecolor="gray",
+                elinewidth=0.8,
+                zorder=3,
+            )
+    if accuracy:
+        ax.set_ylim(0, 100)
+    else:
+        ax.set_ylim(bottom=0)
+    for i, row in enumerate(table.rows):
+        if not row["found"]:
+            ax.text(
+                i, ax.get_ylim()[1] * 0.02, MISSING, ha="center", va="bottom", rotation=90, fontsize=8, color="dimgray"
+            )
+    ax.set_xticks(range(n_rows))
+    ax.set_xlim(-0.6, n_rows - 0.4)  # the same x range in every panel, bars or not
+    if last:
+        ax.set_xticklabels([row["label"] for row in table.rows], rotation=30, ha="right", fontsize=8)
+    else:
+        ax.set_xticklabels([])
+    ax.set_ylabel("accuracy (%)" if table.paper == "medvlm_r1" else columns[0]["label"], fontsize=8)
+    if first:
+        ax.set_title(table.name, fontsize=10)
 
 
 def write_table(paper: str, results_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Path]:
