@@ -204,6 +204,29 @@ def test_the_simple_prompt_is_scored_by_the_letter_rule(tmp_path):
     assert summary["scoring"] == "letter" and "consistency" not in summary["overall"] and "audit" not in records[0]
 
 
+def test_the_study_rule_counts_the_correct_option_text_and_a_resume_keeps_the_rule(tmp_path):
+    rows = make_rows(tmp_path, 5)[:4]  # four options each; the correct answer is B, "Acute infarct"
+    replies = ["<think>t</think><answer>Acute infarct</answer>", "<think>t</think><answer>B:Acute infarct</answer>",
+               "<think>t</think><answer> acute  infarct. </answer>", "<think>t</think><answer>Abscess</answer>"]  # fmt: skip
+
+    def study_double(prompts, images):
+        texts = [p[0]["content"][-1]["text"] for p in prompts]
+        # The study's prompt: its option rendering, then its instruction sentence.
+        assert all("Choose between the following options: A:Hemorrhage , B:Acute infarct" in t for t in texts)
+        return [replies[int(t.split(":")[0].split()[-1])] for t in texts]
+
+    out = tmp_path / "study"
+    summary = evaluate(rows, study_double, out, prompt="study", answer_rule="study", progress=False)
+    assert summary["scoring"] == "study" and summary["config"]["scoring"] == "study"
+    assert [r["score"] for r in lines(out / "predictions.jsonl")] == [1.0, 1.0, 1.0, 0.0]
+    # The same completions under MedVLM-R1's strict rule: none is exactly the letter.
+    strict = evaluate(rows, study_double, tmp_path / "strict", prompt="study", progress=False)
+    assert strict["scoring"] == "strict" and strict["overall"]["accuracy"] == 0.0
+    # A rerun into the study folder under another rule would mix two rules in one file: refused.
+    with pytest.raises(EvalInputError, match="scoring: 'study' before, 'strict' now"):
+        evaluate(rows, study_double, out, prompt="study", answer_rule="strict", progress=False)
+
+
 def _args(tmp_path: Path, split: Path, **kw) -> EvalArguments:
     return EvalArguments(
         model=str(tmp_path / "no-such-model"), split=str(split), out=str(tmp_path / "run"), progress=False, **kw

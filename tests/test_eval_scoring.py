@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from medvlm_trl.data.huatuo import row_from_record
-from medvlm_trl.eval import random_guess_accuracy, score_letter, score_strict
+from medvlm_trl.eval import random_guess_accuracy, score_letter, score_strict, score_study
 
 MANIFEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "MRI_CT_XRAY_300each_dataset.json"
 
@@ -95,3 +95,36 @@ def test_random_guess_on_the_medvlm_r1_test_manifest():
     guess = random_guess_accuracy(rows)
     assert {m: round(v, 2) for m, v in guess.items()} == {"MRI": 25.00, "CT": 30.25, "X-ray": 26.00}
     assert guess == pytest.approx({"MRI": 25.0, "CT": 30.25, "X-ray": 26.0}, abs=1e-9)
+
+
+# score_study: the RL-MedVQA study counts "the correct letter or the correct option's text" inside <answer>.
+STUDY_OPTIONS = ["Light microscope", "Confocal microscope", "Electron microscope", "X-ray"]
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["B", " B ", "B.", "(B)", "B)", "Confocal microscope", "confocal  microscope.", " Confocal microscope ",
+     "B:Confocal microscope", "B: Confocal microscope", "B) Confocal microscope", "(B) confocal microscope",
+     "\"Confocal microscope\"", "Ｃｏｎｆｏｃａｌ microscope"],
+)  # fmt: skip
+def test_score_study_counts_the_letter_or_the_option_text(content):
+    assert score_study(f"<think>r</think><answer>{content}</answer>", "B", STUDY_OPTIONS) == 1.0
+    assert score_strict(f"<think>r</think><answer>{content}</answer>", "B") == (1.0 if content.strip() == "B" else 0.0)
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["A", "Light microscope", "A:Confocal microscope", "B or C", "Confocal or Electron microscope", "b", "",
+     "B, because it is confocal", "microscope", "B: Electron microscope"],
+)  # fmt: skip
+def test_score_study_anything_else_is_wrong(content):
+    assert score_study(f"<think>r</think><answer>{content}</answer>", "B", STUDY_OPTIONS) == 0.0
+
+
+def test_score_study_reads_only_a_single_answer_block_and_needs_the_options():
+    assert score_study("<answer>B</answer><answer>B</answer>", "B", STUDY_OPTIONS) == 0.0
+    assert score_study("Confocal microscope", "B", STUDY_OPTIONS) == 0.0  # no answer block
+    with pytest.raises(ValueError, match="needs the row's options"):
+        score_study("<answer>B</answer>", "B", None)
+    with pytest.raises(ValueError, match="not among the 2 options"):
+        score_study("<answer>C</answer>", "C", ["a", "b"])

@@ -91,3 +91,24 @@ def test_conversational_prompt_has_the_image_placeholders_first():
     row = {"question": "Q?", "options": ["a", "b"], "images": ["x.png", "y.png"]}
     content = add_prompt(row, "r1")["prompt"][0]["content"]
     assert [part["type"] for part in content] == ["image", "image", "text"]
+
+
+# The RL-MedVQA study, Figs. S2-S5: PMC-VQA's own option rendering on the question line.
+STUDY_QUESTION = (
+    "What area of the body is the CT scan focusing on? Choose between the following options: "
+    "A:Thorax , B:Abdomen , C:Head , D:Limbs"
+)
+
+
+def test_study_prompt_renders_options_as_the_study_shows_them():
+    options = ["Thorax", "Abdomen", "Head", "Limbs"]
+    question = "What area of the body is the CT scan focusing on?"
+    assert question_with_options(question, options, "study") == STUDY_QUESTION
+    assert prompt_text(question, options, "study") == PAPER_STUDY.format(Question=STUDY_QUESTION)
+    assert prompt_text(question, options, "study").endswith(
+        "D:Limbs Output the thinking process in <think> </think> and final answer in <answer> </answer> tags."
+    )
+    # MedVLM-R1's templates keep their own `A) text` lines.
+    assert "\nA) Thorax\nB) Abdomen" in prompt_text(question, options, "r1")
+    with pytest.raises(ValueError, match="expected 2 to 6 options"):
+        question_with_options(question, ["x"], "study")

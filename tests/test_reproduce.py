@@ -81,6 +81,9 @@ def test_full_profile_runs_the_recipes_as_written_under_accelerate(tmp_path):
     ]
     assert evals["grpo_qwen2vl_2b"]["split"] == "splits/pmc_vqa/test.json"
     assert evals["sft_qwen2vl_2b_instruct"]["prompt"] == "simple" and evals["grpo_qwen2vl_2b"]["prompt"] == "study"
+    # The protocol names the study's scoring rule for every row (the simple prompt's rows use the letter rule).
+    assert {e["answer_rule"] for e in evals.values()} == {"study"}
+    assert {e["answer_rule"] for e in map(_load, (s.config for s in make_plan("medvlm_r1", "full", tmp_path / "r1").steps if s.kind == "eval"))} == {"strict"}  # fmt: skip
 
 
 def test_full_profile_stops_before_anything_when_split_files_are_missing(tmp_path, monkeypatch, capsys):
@@ -171,6 +174,22 @@ def test_make_reproduce_table1_tiny_runs_every_row_end_to_end(paper, tmp_path, t
     table_lines = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| Method")]
     assert len(table_lines) == len(plan.rows)
     assert not any("missing" in line for line in table_lines)  # every row ran
+    # Every published cell is shown beside ours, and the notes name each row's scoring rule.
+    from medvlm_trl.eval.table import load_paper_results
+
+    by_label = {line.strip("|").split("|")[0].strip().rstrip(" †"): line for line in table_lines}
+    for spec in load_paper_results()[paper]["rows"]:
+        for column, value in spec["paper"].items():
+            value = value["mean"] if isinstance(value, dict) else value
+            if value is not None:
+                assert f"/ {value:.2f}" in by_label[spec["label"]], (spec["label"], column)
+    rules = {"study"} if paper == "rl_medvqa" else {"strict"}
+    for row in rows:
+        summary = json.loads((out / "results" / row.key / "summary.json").read_text())
+        prompt = summary["config"]["prompt"]
+        assert summary["scoring"] in (rules if prompt != "simple" else {"letter"}), row.key
+        notes = [line for line in table.splitlines() if line.startswith(f"- scored by the {summary['scoring']} (")]
+        assert len(notes) == 1 and row.label in notes[0], (row.key, summary["scoring"])
     assert (out / f"table1_{paper}.png").stat().st_size > 0
     if paper == "rl_medvqa":  # LoRA: merged weights for evaluation, the adapter beside them
         lora = out / "models" / "sft_lora_qwen2vl_2b_instruct"

@@ -16,8 +16,10 @@ questions and adds reasoning metrics (appendix B). This module runs either proto
   study's bound), and the processor is given the same bounds, so it does not resize them again.
 - Generation: greedy. vLLM when it is installed and a GPU is present (`vllm.LLM` with the chat-templated prompt and
   the image as `multi_modal_data`), else batched Hugging Face `generate` with left padding. `--backend` forces one.
-- Scoring: `score_strict` for reasoning prompts, `score_letter` for the simple prompt (see `medvlm_trl.eval.scoring`);
-  every completion of a reasoning prompt is also audited (`medvlm_trl.eval.consistency`).
+- Scoring: reasoning prompts by `--answer_rule`: `strict` (MedVLM-R1's `score_strict`, the default) or `study` (the
+  RL-MedVQA study's `score_study`: the correct letter or the correct option's text inside `<answer>`); the simple
+  prompt by `score_letter` (see `medvlm_trl.eval.scoring`). `summary.json` records the rule as `scoring`. Every
+  completion of a reasoning prompt is also audited (`medvlm_trl.eval.consistency`).
 - Output, in `--out`: `predictions.jsonl`, one line per question (id, modality, source, completion, the parsed answer,
   score, audit), appended and flushed after every batch; `run.json`, the settings the predictions were made with;
   `summary.json`, accuracy %, n and random-guess % per modality and overall, the consistency rates, and the reasoning
@@ -80,6 +82,7 @@ RESUME_KEYS = (
     "max_pixels",
     "backend",
     "dtype",
+    "scoring",
 )
 
 # A generator maps conversational prompts and their images (one list per prompt) to completion texts.
@@ -104,8 +107,16 @@ class EvalArguments:
     prompt: Literal["r1", "simple", "study"] = field(
         default="r1",
         metadata={
-            "help": "Prompt template: `r1` (MedVLM-R1), `study` (RL-MedVQA), both scored strictly inside "
-            "<answer>; `simple` (bare letter, the baselines' prompt), scored by the letter rule."
+            "help": "Prompt template: `r1` (MedVLM-R1), `study` (RL-MedVQA), both scored inside <answer> by "
+            "`--answer_rule`; `simple` (bare letter, the baselines' prompt), scored by the letter rule."
+        },
+    )
+    answer_rule: Literal["strict", "study"] = field(
+        default="strict",
+        metadata={
+            "help": "How a reasoning prompt's `<answer>` is scored: `strict` (MedVLM-R1: exactly the correct letter) "
+            "or `study` (the RL-MedVQA study: the correct letter or the correct option's text, normalised). The "
+            "simple prompt is always scored by the letter rule."
         },
     )
     dataset: str | None = field(
@@ -178,6 +189,8 @@ class EvalArguments:
             raise ValueError(f"limit must be positive, got {self.limit!r}")
         if self.prompt not in TEMPLATES:
             raise ValueError(f"unknown prompt {self.prompt!r}; choose one of {sorted(TEMPLATES)}")
+        if self.answer_rule not in ("strict", "study"):
+            raise ValueError(f"answer_rule must be `strict` or `study`, got {self.answer_rule!r}")
         self.metric_list()  # validate early
 
     def metric_list(self) -> list[str]:
@@ -521,7 +534,7 @@ def _row_images(row: dict, min_pixels: int, max_pixels: int) -> list:
     return [prepare_image(v, min_pixels=min_pixels, max_pixels=max_pixels, row_id=row["id"]) for v in values]
 
 
-def _record(row: dict, completion: str, strict: bool, min_think_words: int) -> dict:
+def _record(row: dict, completion: str, rule: str, min_think_words: int) -> dict:
     record = {
         "id": row["id"],
         "modality": row.get("modality"),
@@ -530,10 +543,10 @@ def _record(row: dict, completion: str, strict: bool, min_think_words: int) -> d
         "options": list(row["options"]),
         "answer": row["answer"],
         "completion": completion,
-        "parsed": parsed_answer(completion, strict),
-        "score": score_completion(completion, row["answer"], strict),
+        "parsed": parsed_answer(completion, rule),
+        "score": score_completion(completion, row["answer"], rule, row["options"]),
     }
-    if strict:
+    if rule != "letter":
         record["audit"] = audit_completion(completion, row["options"], min_think_words)
     return record
 
@@ -551,11 +564,13 @@ def evaluate(
     skip_bad_rows: bool = False,
     config: dict | None = None,
     progress: bool = True,
+    answer_rule: str = "strict",
 ) -> dict:
     """Generate, score and append every row not yet in `out_dir/predictions.jsonl`; write and return the summary.
 
     `generate(prompts, images) -> completions` is any generator (the HF or vLLM one, or a test double). `config` is
-    recorded in `run.json` on the first run and must match on a resumed one (see `RESUME_KEYS`).
+    recorded in `run.json` on the first run and must match on a resumed one (see `RESUME_KEYS`). A reasoning prompt is
+    scored by `answer_rule` (`strict` or `study`), the simple prompt by the letter rule.
     """
     from tqdm.auto import tqdm
 
@@ -563,7 +578,8 @@ def evaluate(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     config = {"prompt": prompt, "min_pixels": min_pixels, "max_pixels": max_pixels, **(config or {})}
-    config["scoring"] = "strict" if strict else "letter"
+    rule = answer_rule if strict else "letter"
+    config["scoring"] = rule
     _check_resume(out, config)
     predictions = out / PREDICTIONS
     done = read_predictions(predictions)  # keyed by str(id): JSON may hold ids of other types
@@ -591,14 +607,14 @@ def evaluate(
             completions = generate(prompts, images)
             if len(completions) != len(batch):
                 raise RuntimeError(f"the generator returned {len(completions)} completions for {len(batch)} prompts")
-            records = [_record(r, c, strict, min_think_words) for r, c in zip(batch, completions)]
+            records = [_record(r, c, rule, min_think_words) for r, c in zip(batch, completions)]
             _append(predictions, records)
             done.update((str(r["id"]), r) for r in records)
             bar.update(len(records))
     finally:
         bar.close()
     records = [done[str(row["id"])] for row in rows if str(row["id"]) in done]
-    summary = summarize(records, strict=strict)
+    summary = summarize(records, strict=strict, scoring=rule)
     summary.update(
         {
             "config": config,
@@ -627,7 +643,7 @@ def _group_summary(records: Sequence[dict], strict: bool) -> dict:
     return group
 
 
-def summarize(records: Sequence[dict], strict: bool = True) -> dict:
+def summarize(records: Sequence[dict], strict: bool = True, scoring: str | None = None) -> dict:
     """Accuracy %, n, random-guess % (and the consistency rates for reasoning prompts) per modality and overall; the
     `average` is the mean of the per-modality accuracies, as MedVLM-R1's Table 1 averages its three columns."""
     by_modality: dict[str, list[dict]] = {}
@@ -636,7 +652,7 @@ def summarize(records: Sequence[dict], strict: bool = True) -> dict:
     modalities = {name: _group_summary(group, strict) for name, group in sorted(by_modality.items())}
     accuracies = [m["accuracy"] for m in modalities.values() if m["accuracy"] is not None]
     return {
-        "scoring": "strict" if strict else "letter",
+        "scoring": scoring or ("strict" if strict else "letter"),
         "modalities": modalities,
         "overall": _group_summary(records, strict),
         "average": sum(accuracies) / len(accuracies) if accuracies else None,
@@ -724,6 +740,7 @@ def run_eval(args: EvalArguments, generator: Generator | None = None) -> dict:
         skip_bad_rows=args.skip_bad_rows,
         config=config,
         progress=args.progress,
+        answer_rule=args.answer_rule,
     )
     if report.total:
         summary["skipped"]["load"] = {"total": report.total, "counts": dict(report.counts)}
