@@ -209,6 +209,16 @@ class MedVLMGRPOConfig(RunSafetyArguments, GRPOConfig):
             '`{"dtype": "bfloat16", "batch_size": 16}`.'
         },
     )
+    semantic_judge_prompt: str = field(
+        default="paper",
+        metadata={
+            "help": "The semantic judge's prompt: `paper` (the RL-MedVQA study's Fig. 1 text word for word, as the "
+            "study's recipes use it) or `fenced` (our wording, with the reasoning fenced and cleaned so that it cannot "
+            "pose as the prompt's own text: the one to prefer when training for real, since GRPO optimises against "
+            "whatever the judge can be talked into). See `medvlm_trl.rewards.judge`.",
+            "choices": ["paper", "fenced"],
+        },
+    )
     length_weight: float | None = field(
         default=None,
         metadata={"help": "Scale of the `ecr` / `cwr` length rewards (their maximum); the rewards' default if unset."},
@@ -244,6 +254,8 @@ class MedVLMGRPOConfig(RunSafetyArguments, GRPOConfig):
                     f"reward_weights has {len(self.reward_weights)} entries but reward_funcs names "
                     f"{len(self.reward_funcs)} rewards ({self.reward_funcs}); give one weight per reward, in order"
                 )
+        if self.semantic_judge_prompt not in ("paper", "fenced"):
+            raise ValueError(f"semantic_judge_prompt must be `paper` or `fenced`, got {self.semantic_judge_prompt!r}")
         if self.reward_funcs and "semantic" in self.reward_funcs and not self.semantic_judge_model:
             raise ValueError("reward_funcs lists `semantic`, which needs semantic_judge_model (a model id or path)")
 

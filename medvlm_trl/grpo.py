@@ -268,6 +268,7 @@ def build_reward_funcs(training_args: MedVLMGRPOConfig) -> list:
                 registry_names,
                 semantic_judge_model=training_args.semantic_judge_model,
                 semantic_judge_kwargs=training_args.semantic_judge_kwargs,
+                semantic_judge_prompt=training_args.semantic_judge_prompt,
                 length_weight=training_args.length_weight,
                 length_target=training_args.length_target,
                 length_tokenizer=training_args.length_tokenizer,

@@ -10,7 +10,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from medvlm_trl.rewards import JUDGE_PROMPT_TEMPLATE, SemanticJudgeReward, fence_reasoning  # noqa: E402
+from medvlm_trl.rewards import SemanticJudgeReward, fence_reasoning  # noqa: E402
+from medvlm_trl.rewards.judge import FENCED_JUDGE_PROMPT, JUDGE_PROMPT_TEMPLATE, PAPER_JUDGE_PROMPT  # noqa: E402
 
 KEYWORD = "labrum"
 
@@ -73,18 +74,36 @@ class KeywordJudge:
 @pytest.fixture
 def judge():
     tok = WordTokenizer()
-    return SemanticJudgeReward(KeywordJudge(tok), tok, batch_size=2)
+    return SemanticJudgeReward(KeywordJudge(tok), tok, batch_size=2, prompt="fenced")
 
 
 def think(text, answer="B"):
     return f"<think>{text}</think><answer>{answer}</answer>"
 
 
-def test_template_is_the_studys_judge_prompt():
-    assert JUDGE_PROMPT_TEMPLATE.startswith("You are a medical expert. Judge whether the following reasoning is")
-    assert "medically coherent and relevant" in JUDGE_PROMPT_TEMPLATE
-    assert "Reasoning: <<< {reasoning} >>>" in JUDGE_PROMPT_TEMPLATE
-    assert "Answer Yes or No." in JUDGE_PROMPT_TEMPLATE
+def test_the_default_template_is_the_studys_fig1_prompt_word_for_word():
+    assert (
+        JUDGE_PROMPT_TEMPLATE
+        == PAPER_JUDGE_PROMPT
+        == (
+            "Prompt: Evaluate the following medical statement for semantic correctness and clinical coherence:\n"
+            "Given Statement: {reasoning}\n"
+            "Answer 'Yes' if the statement is medically coherent and accurate, or 'No' otherwise.\n"
+            "Answer:"
+        )
+    )
+    judge = SemanticJudgeReward("some/judge")
+    assert judge.prompt == "paper" and judge.prompt_template == PAPER_JUDGE_PROMPT and judge.fence == ()
+    fenced = SemanticJudgeReward("some/judge", prompt="fenced")
+    assert fenced.prompt_template == FENCED_JUDGE_PROMPT and fenced.fence == ("<<<", ">>>")
+    with pytest.raises(ValueError, match="unknown judge prompt 'other'"):
+        SemanticJudgeReward("some/judge", prompt="other")
+
+
+def test_the_fenced_template_fences_the_reasoning():
+    assert FENCED_JUDGE_PROMPT.startswith("You are a medical expert. Judge whether the following reasoning is")
+    assert "Reasoning: <<< {reasoning} >>>" in FENCED_JUDGE_PROMPT
+    assert "Answer Yes or No." in FENCED_JUDGE_PROMPT
 
 
 def test_name_for_trl_logging(judge):
@@ -127,8 +146,8 @@ def test_the_double_is_gullible_without_a_fence(judge):
 def test_saying_yes_inside_the_reasoning_earns_nothing(judge, reasoning):
     assert judge([think(reasoning)]) == [0.0]
     prompt = judge.judge_prompt(reasoning)
-    assert prompt.count("<<<") == JUDGE_PROMPT_TEMPLATE.count("<<<")
-    assert prompt.count(">>>") == JUDGE_PROMPT_TEMPLATE.count(">>>")
+    assert prompt.count("<<<") == FENCED_JUDGE_PROMPT.count("<<<")
+    assert prompt.count(">>>") == FENCED_JUDGE_PROMPT.count(">>>")
     assert not judge.model.verdict(prompt)
 
 
@@ -170,7 +189,7 @@ def test_left_padding_with_eos_when_there_is_no_pad_token(judge):
 
 def test_long_reasoning_is_cut_but_the_question_stays():
     tok = WordTokenizer()
-    judge = SemanticJudgeReward(KeywordJudge(tok), tok, max_length=80)
+    judge = SemanticJudgeReward(KeywordJudge(tok), tok, max_length=80, prompt="fenced")
     long = "filler " * 500 + KEYWORD
     assert judge([think(long)]) == [0.0]  # the keyword fell past the cut
     ids, mask = judge.model.batches[0]
@@ -182,7 +201,7 @@ def test_long_reasoning_is_cut_but_the_question_stays():
 def test_yes_and_no_must_differ_in_their_first_token():
     tok = WordTokenizer()
     with pytest.raises(ValueError, match="same token"):
-        SemanticJudgeReward(KeywordJudge(tok), tok, yes_token=" Yes", no_token=" Yes").load()
+        SemanticJudgeReward(KeywordJudge(tok), tok, yes_token=" Yes", no_token=" Yes", prompt="fenced").load()
 
 
 @pytest.mark.parametrize(
@@ -275,15 +294,21 @@ _pieces = st.one_of(
 @given(st.lists(_pieces, max_size=20).map("".join))
 def test_any_reasoning_stays_fenced(reasoning):
     tok = WordTokenizer()
-    judge = SemanticJudgeReward(KeywordJudge(tok), tok, batch_size=3)
+    judge = SemanticJudgeReward(KeywordJudge(tok), tok, batch_size=3, prompt="fenced")
     prompt = judge.judge_prompt(reasoning)
-    assert prompt.count("<<<") == JUDGE_PROMPT_TEMPLATE.count("<<<")
-    assert prompt.count(">>>") == JUDGE_PROMPT_TEMPLATE.count(">>>")
+    assert prompt.count("<<<") == FENCED_JUDGE_PROMPT.count("<<<")
+    assert prompt.count(">>>") == FENCED_JUDGE_PROMPT.count(">>>")
     out = judge([f"<think>{reasoning}</think><answer>B</answer>", reasoning])
     assert len(out) == 2 and set(out) <= {0.0, 1.0}
     if "<think>" not in reasoning:  # otherwise the completion has no single think block
         # Yes exactly when the keyword survives the removal of the fence markers, whatever else the text says.
         assert out[0] == (1.0 if KEYWORD in fence_reasoning(reasoning) else 0.0)
+
+
+def test_the_paper_prompt_inserts_the_reasoning_as_written():
+    judge = SemanticJudgeReward(KeywordJudge(WordTokenizer()), WordTokenizer())
+    reasoning = "a >>> b ＞＞＞ c\u200b"
+    assert judge.judge_prompt(reasoning) == PAPER_JUDGE_PROMPT.replace("{reasoning}", reasoning.strip())
 
 
 def test_tiny_judge_reads_the_next_token_logits_after_the_prompt(tiny_lm):

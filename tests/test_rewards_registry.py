@@ -155,3 +155,24 @@ def test_docstring_examples(module):
         runner.run(test)
     result = runner.summarize(verbose=False)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_semantic_judge_prompt_is_chosen_by_name():
+    from medvlm_trl.rewards.judge import FENCED_JUDGE_PROMPT, PAPER_JUDGE_PROMPT
+
+    (paper,) = get_reward_funcs(["semantic"], semantic_judge_model="some/judge")
+    (fenced,) = get_reward_funcs(["semantic"], semantic_judge_model="some/judge", semantic_judge_prompt="fenced")
+    assert paper.prompt_template == PAPER_JUDGE_PROMPT and fenced.prompt_template == FENCED_JUDGE_PROMPT
+    with pytest.raises(ValueError, match="unknown judge prompt"):
+        get_reward_funcs(["semantic"], semantic_judge_model="some/judge", semantic_judge_prompt="other")
+
+
+def test_the_studys_semantic_recipes_use_its_prompt():
+    import yaml
+
+    from medvlm_trl.reproduce import recipes_root
+
+    recipes = sorted((recipes_root() / "rl_medvqa").glob("grpo_*.yaml"))
+    semantic = [r for r in recipes if "semantic" in yaml.safe_load(r.read_text())["reward_funcs"]]
+    assert len(semantic) == 3
+    assert all(yaml.safe_load(r.read_text())["semantic_judge_prompt"] == "paper" for r in semantic)

@@ -38,6 +38,7 @@ def get_reward_funcs(
     *,
     semantic_judge_model: Any = None,
     semantic_judge_kwargs: dict | None = None,
+    semantic_judge_prompt: str | None = None,
     length_weight: float | None = None,
     length_target: int | None = None,
     length_tokenizer: Any = None,
@@ -48,6 +49,8 @@ def get_reward_funcs(
         names: recipe names among `format`, `accuracy`, `semantic`, `ecr`, `cwr` (a single name may be a string).
         semantic_judge_model: the judge for `semantic` (model id, local path or loaded model); required with it.
         semantic_judge_kwargs: more [`SemanticJudgeReward`] arguments (`tokenizer`, `batch_size`, `dtype`, ...).
+        semantic_judge_prompt: the judge's prompt by name, `paper` (the study's Fig. 1 wording, the default) or
+            `fenced` (the injection-resistant one); see `medvlm_trl.rewards.judge`.
         length_weight, length_target, length_tokenizer: parameters of `ecr` and `cwr` (see
             [`make_ecr_length_reward`]); the module defaults when left out.
 
@@ -74,7 +77,10 @@ def get_reward_funcs(
     for name in names:
         if name == "semantic":
             if judge is None:  # one judge model however often the name is listed
-                judge = SemanticJudgeReward(semantic_judge_model, **(semantic_judge_kwargs or {}))
+                kwargs = dict(semantic_judge_kwargs or {})
+                if semantic_judge_prompt is not None:
+                    kwargs.setdefault("prompt", semantic_judge_prompt)
+                judge = SemanticJudgeReward(semantic_judge_model, **kwargs)
             funcs.append(judge)
         elif name == "ecr" and custom_length:
             funcs.append(make_ecr_length_reward(weight, target, length_tokenizer))
