@@ -20,7 +20,8 @@ A CSV row (the card's example):
     Answer_label  B
 
 Choices carry their letter as an `A:` prefix (sometimes with spaces around it); it is stripped, so options are the
-bare texts the prompt renders as `A) ...`. Older copies spell the columns `Anwser` / `Anwser_label`; both spellings
+bare texts that the `study` prompt renders back as `A:...` items (the study's rendering) and `r1` / `simple` as
+`A) ...` lines. Older copies spell the columns `Anwser` / `Anwser_label`; both spellings
 are read. Where `Answer_label` is absent and `Answer` is a single letter, that letter is the answer. Where both an
 answer text and a label are present and the text is a *different* option than the label names, the row is bad
 (`answer_mismatch`). Trailing empty choices are dropped (a three-option row); an empty choice before a filled one is

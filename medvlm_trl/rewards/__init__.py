@@ -13,7 +13,14 @@
 """
 
 from .accuracy import accuracy_reward, format_reward, score_answer
-from .judge import JUDGE_PROMPT_TEMPLATE, SemanticJudgeReward, fence_reasoning
+from .judge import (
+    FENCED_JUDGE_PROMPT,
+    JUDGE_PROMPT_TEMPLATE,
+    PAPER_JUDGE_PROMPT,
+    SemanticJudgeReward,
+    encode_untrusted,
+    fence_reasoning,
+)
 from .length import (
     cwr_length_reward,
     ecr_length_reward,
@@ -25,7 +32,9 @@ from .parsing import Parsed, completion_text, parse_completion, parse_text
 from .registry import REWARD_FUNCS, REWARD_NAMES, get_reward_funcs
 
 __all__ = [
+    "FENCED_JUDGE_PROMPT",
     "JUDGE_PROMPT_TEMPLATE",
+    "PAPER_JUDGE_PROMPT",
     "REWARD_FUNCS",
     "REWARD_NAMES",
     "Parsed",
@@ -34,6 +43,7 @@ __all__ = [
     "completion_text",
     "cwr_length_reward",
     "ecr_length_reward",
+    "encode_untrusted",
     "fence_reasoning",
     "format_reward",
     "get_reward_funcs",
