@@ -219,7 +219,7 @@ def test_the_reported_examples():
     for content in ["B, consistent with vitamin D deficiency", "B, as in hepatitis C", "B, with a grade C tear",
                     "B, zone A of the labrum", "B，盂唇病变", "B：盂唇病变"]:  # fmt: skip
         assert reward(content, "B", FIG1) == 0.5, content
-    for content in ["B or c", "B or Bone fracture", "B: Labral pathology or Tendonitis",
+    for content in ["B or c", "B, c", "B, c.", "B or Bone fracture", "B: Labral pathology or Tendonitis",
                     "B, otherwise Cartilage degeneration"]:  # fmt: skip
         assert reward(content, "B", FIG1) == 0.0, content
     crohn = ["Ulcerative colitis", "Irritable bowel", "UC", "CD"]  # option D is Crohn's disease as "CD"

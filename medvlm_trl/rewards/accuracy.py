@@ -23,7 +23,7 @@ scores 0.0:
 - another option's letter as a choice: a one-letter token (not part of a word or of a hyphenated word such as
   `D-dimer`) that stands after punctuation or at the start of the extra text (`"B, C"`, `"B (C)"`, `"B. D is
   wrong"`), or after a connector such as `or`, `and`, `not`, `vs`, `maybe`, `option` (`"B or C"`, `"B, not A"`,
-  `"B or maybe D"`), in either case (`"B or c"`). A capital right after any other word is a name in prose, not a
+  `"B or maybe D"`), in either case (`"B or c"`, `"B, c"`). A capital right after any other word is a name in prose, not a
   choice: `"B, consistent with vitamin D deficiency"`, `"B, as in hepatitis C"`, `"B, with a grade C tear"`,
   `"B, zone A of the labrum"` keep their 0.5. The correct option's own text is masked before this check, so
   `"B: Type C fracture"` scores 0.5 when option B reads "Type C fracture";
@@ -128,13 +128,15 @@ def _is_word_letter(text: str, end: int) -> bool:
 def _word_before(text: str, start: int) -> str | None:
     """The case-folded word right before `start`, quotes, brackets and spaces skipped; `""` when a punctuation mark
     comes first, `None` at the start of `text`."""
-    before = text[:start].rstrip()
-    while before and (before[-1] in _WRAPPERS or before[-1].isspace()):
-        before = before[:-1]
-    if not before:
+    i = start - 1
+    while i >= 0 and (text[i] in _WRAPPERS or text[i].isspace()):
+        i -= 1
+    if i < 0:
         return None
-    match = re.search(r"[^\W_]+$", before)
-    return match.group().casefold() if match else ""
+    end = i + 1
+    while i >= 0 and text[i].isalnum():  # walk back over the word (never copies the text before it)
+        i -= 1
+    return text[i + 1 : end].casefold()
 
 
 def _word_after(text: str, end: int) -> str:
@@ -152,10 +154,12 @@ def _names_other_letter(extra: str, correct: str, letters: str) -> bool:
         if before in _CHOICE_WORDS:
             return True
         # A capital after punctuation or at the start is a choice ("B, C", "B (C)"); after another word it is a name
-        # in prose ("vitamin D"). A lower-case letter is a choice only after a connector or as "c)".
+        # in prose ("vitamin D"). A lower-case letter is a choice after a connector, as "c)", or after punctuation
+        # when no word follows it ("B, c").
         if letter.isupper() and not before:
             return True
-        if letter.islower() and extra[match.end() : match.end() + 1] == ")":
+        rest = extra[match.end() :].lstrip()
+        if letter.islower() and (rest[:1] == ")" or (not before and not rest[:1].isalnum())):
             return True
     return False
 
