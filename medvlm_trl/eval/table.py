@@ -251,7 +251,7 @@ def _scoring_notes(rows: list[dict]) -> list[str]:
         if row.get("scoring"):
             by_rule.setdefault(row["scoring"], []).append(row["label"])
     return [
-        f"scored by the {SCORING_RULES.get(rule, rule)} rule: {', '.join(labels)}" for rule, labels in by_rule.items()
+        f"scored by the {SCORING_RULES.get(rule, rule)} rule: {'; '.join(labels)}" for rule, labels in by_rule.items()
     ]
 
 
