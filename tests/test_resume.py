@@ -191,3 +191,42 @@ def test_run_record_says_the_run_was_resumed(runs):
     for step in range(1, MAX_STEPS + 1):
         saved = json.loads((out / f"checkpoint-{step}" / "medvlm_run.json").read_text())
         assert saved["global_step"] == step
+
+
+def readme_resume_commands() -> list[str]:
+    """The commands of README's resume example (the code block after "With the tiny recipe")."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split("With the tiny recipe", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line.split("#", 1)[0].strip() for line in block.splitlines() if line.strip()]
+
+
+@pytest.mark.slow
+def test_readmes_resume_commands_work_as_written(tmp_path):
+    """Issue 17: README's resume command failed with the tiny recipe it names ("both resume_from_checkpoint and
+    overwrite_output_dir are set", the recipe overwrites); run every command as written, from a folder holding the
+    recipes. The resume is then refused once it changes what is trained."""
+    import shlex
+
+    commands = readme_resume_commands()
+    assert [c.split()[:2] for c in commands] == [["medvlm-trl", "make-tiny-model"], ["medvlm-trl", "grpo"]] + [
+        ["medvlm-trl", "grpo"]
+    ]
+    assert commands[2].endswith("--resume_from_checkpoint last")
+    (tmp_path / "recipes").symlink_to(ROOT / "recipes")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    binary = str(Path(sys.executable).parent / "medvlm-trl")
+    results = []
+    for command in commands:
+        argv = [binary, *shlex.split(command)[1:]]
+        results.append(subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT))
+        assert results[-1].returncode == 0, f"{command}\n{results[-1].stdout[-2000:]}\n{results[-1].stderr[-4000:]}"
+    out = tmp_path / "runs" / "tiny" / "grpo"
+    record = json.loads((out / "medvlm_run.json").read_text())
+    assert record["resumed_from"] == str(Path("runs/tiny/grpo/checkpoint-2"))
+    assert [entry["resumed_from"] for entry in record["history"]] == [None]  # the first run was kept, not deleted
+    assert (out / "model.safetensors").is_file() and (out / "README.md").is_file()
+
+    changed = [binary, *shlex.split(commands[2])[1:], "--max_pixels", "12544"]
+    refused = subprocess.run(changed, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    assert refused.returncode == 2
+    assert "medvlm-trl grpo: error: cannot resume" in refused.stderr and "max_pixels 50176 -> 12544" in refused.stderr
