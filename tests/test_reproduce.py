@@ -158,7 +158,9 @@ def test_make_reproduce_table1_tiny_runs_every_row_end_to_end(paper, tmp_path, t
     rows = [r for r in plan.rows if r.command != "computed"]
     for row in rows:
         summary = json.loads((out / "results" / row.key / "summary.json").read_text())
-        assert summary["complete"] and summary["rows"] == reproduce.TINY_EVAL_ROWS
+        # The tiny profile tests the first rows only: finished, recorded as limited, never a complete eval.
+        assert summary["finished"] and summary["rows"] == summary["limit"] == reproduce.TINY_EVAL_ROWS
+        assert not summary["complete"] and summary["split_rows"] > reproduce.TINY_EVAL_ROWS
         if row.command != "eval":
             card = read_model_card(out / "models" / row.key)
             methods = {"grpo", "dr_grpo"} if row.command == "grpo" else {row.command}
@@ -171,6 +173,7 @@ def test_make_reproduce_table1_tiny_runs_every_row_end_to_end(paper, tmp_path, t
     table_lines = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| Method")]
     assert len(table_lines) == len(plan.rows)
     assert not any("missing" in line for line in table_lines)  # every row ran
+    assert f"limited eval (--limit {reproduce.TINY_EVAL_ROWS})" in table  # and says it tested a few rows
     assert (out / f"table1_{paper}.png").stat().st_size > 0
     if paper == "rl_medvqa":  # LoRA: merged weights for evaluation, the adapter beside them
         lora = out / "models" / "sft_lora_qwen2vl_2b_instruct"
