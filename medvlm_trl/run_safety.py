@@ -16,11 +16,12 @@ protect it, applied by every training entry point (`medvlm-trl grpo | sft | dpo`
    refused naming each key with its old and new value; only output, saving, logging and reporting settings
    (`FREE_SETTINGS`) may change. A deliberate change is named key by key with `allow_changed_settings` and recorded
    (`setting_changes` in the run record, and the model card). An explicit `--resume_from_checkpoint` on the command
-   line wins over a recipe's `overwrite_output_dir: true`. And the weights training continues from are checked to be
-   the checkpoint's: transformers 5 saves Qwen2-VL under its original key names (`model.layers.*`) but resumes with
-   a plain `load_state_dict` that expects the in-memory names (`model.language_model.layers.*`), so every weight but
-   `lm_head` silently stays at its initial value (huggingface/transformers#43701); `restore_checkpoint_weights`
-   loads them under the right names.
+   line wins over a recipe's `overwrite_output_dir: true`; a checkpoint already at `max_steps` is not resumed (there
+   is nothing left to train, and transformers would train a step past the end). And the weights training continues
+   from are checked to be the checkpoint's: transformers 5 saves Qwen2-VL under its original key names
+   (`model.layers.*`) but resumes with a plain `load_state_dict` that expects the in-memory names
+   (`model.language_model.layers.*`), so every weight but `lm_head` silently stays at its initial value
+   (huggingface/transformers#43701); `restore_checkpoint_weights` loads them under the right names.
 3. **Every checkpoint says what made it.** `RunInfoCallback` writes `medvlm_run.json` into each `checkpoint-*` and the
    output dir: the recipe path and SHA-256 of its text, the command line, the split's id (a hash of the dataset name,
    split, split-manifest contents and row limits), a hash of the training row ids, the library / TRL / transformers /
@@ -565,6 +566,22 @@ def check_resume_compatible(checkpoint: str | os.PathLike, record: dict, allowed
         )
 
 
+def check_steps_left(checkpoint: str | os.PathLike, training_args: Any) -> None:
+    """Refuse to resume a checkpoint that is already at `max_steps`: transformers would train one step past the end
+    (at the schedule's last learning rate, which a constant schedule keeps above 0) and save it as the run's model."""
+    max_steps = getattr(training_args, "max_steps", -1)
+    try:
+        step = int(json.loads((Path(checkpoint) / TRAINER_STATE_NAME).read_text()).get("global_step", 0))
+    except (OSError, ValueError, TypeError):
+        return  # `checkpoint_problems` has vouched for the file; a step it lacks is transformers' to handle
+    if max_steps is not None and max_steps > 0 and step >= max_steps:
+        raise RunSafetyError(
+            f"{checkpoint} is at step {step} and this run stops at max_steps {max_steps}: nothing is left to train "
+            f"(resuming would train a step past the end); the run's model is in its output_dir. To train longer, "
+            f"resume with a higher --max_steps and --allow_changed_settings max_steps"
+        )
+
+
 def setting_changes(output_dir: str | os.PathLike) -> list[dict]:
     """The settings a run changed on purpose when it was resumed (`allow_changed_settings`), oldest first."""
     return list((read_run_record(output_dir) or {}).get("setting_changes") or [])
@@ -609,6 +626,7 @@ def prepare_run(
     allowed = getattr(training_args, "allow_changed_settings", None)
     if checkpoint is not None:
         check_resume_compatible(checkpoint, record, allowed)
+        check_steps_left(checkpoint, training_args)
     elif allowed:
         logger.warning("allow_changed_settings is set but this run does not resume: nothing to allow.")
     if record["trust_remote_code"]:

@@ -521,7 +521,9 @@ def command_parts(command: str):
 def command_argv(command: str, out: Path, *extra: str) -> list[str]:
     _, _, recipe = command_parts(command)
     argv = ["--config", str(recipe), "--output_dir", str(out), "--bf16", "false"]
-    if command != "grpo":  # the paper recipes name split files that `make-split` writes; one stands in for them
+    if command == "grpo":  # the tiny recipe's 2 steps would leave no step to resume after checkpoint-2
+        argv += ["--max_steps", "10"]
+    else:  # the paper recipes name split files that `make-split` writes; one stands in for them
         split_file = out.parent / "train.json"
         if not split_file.exists():
             split_file.write_text('{"rows": [{"id": "a"}]}')
@@ -689,3 +691,16 @@ def yaml_value(path: Path, key: str):
     import yaml
 
     return yaml.safe_load(path.read_text())[key]
+
+
+def test_a_checkpoint_at_max_steps_is_not_resumed(tmp_path):
+    """transformers resumes a finished run by training one step past max_steps and saving it as the run's model."""
+    out = tmp_path / "run"
+    started_run("grpo", out, step=10)
+    with pytest.raises(RunSafetyError, match="checkpoint-10 is at step 10 and this run stops at max_steps 10"):
+        prepared("grpo", command_argv("grpo", out, "--resume_from_checkpoint", "last"))
+    longer = ["--max_steps", "12", "--allow_changed_settings", "max_steps", "--resume_from_checkpoint", "last"]
+    record = prepared("grpo", command_argv("grpo", out, *longer))
+    assert record["setting_changes"][0] | {"checkpoint": None} == {
+        "key": "max_steps", "from": 10, "to": 12, "at_step": 10, "checkpoint": None
+    }
