@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from trl import DPOConfig
 
 from medvlm_trl.data.prompts import LETTERS, build_prompt
-from medvlm_trl.grpo import run_main
+from medvlm_trl.grpo import one_line_errors, run_main
 from medvlm_trl.run_safety import RunSafetyArguments
 from medvlm_trl.sft import BaselineScriptArguments, train_baseline
 
@@ -82,7 +82,7 @@ class MedVLMDPOConfig(RunSafetyArguments, DPOConfig):
 def make_dpo_parser():
     from trl import ModelConfig, TrlParser
 
-    return TrlParser((DPOScriptArguments, MedVLMDPOConfig, ModelConfig))
+    return one_line_errors(TrlParser((DPOScriptArguments, MedVLMDPOConfig, ModelConfig), prog="medvlm-trl dpo"))
 
 
 def main(argv: list[str] | None = None) -> int:

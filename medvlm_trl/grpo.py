@@ -14,6 +14,7 @@ It runs under `accelerate launch` as well:
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import importlib
@@ -39,7 +40,18 @@ class RecipeError(ValueError):
 def make_parser(prog: str = PROG):
     from trl import ModelConfig, TrlParser
 
-    return TrlParser((MedVLMScriptArguments, MedVLMGRPOConfig, ModelConfig), prog=prog)
+    return one_line_errors(TrlParser((MedVLMScriptArguments, MedVLMGRPOConfig, ModelConfig), prog=prog))
+
+
+def one_line_errors(parser):
+    """Make `parser` raise a `RecipeError` naming the flag (`argument --beta: invalid float value: 'high'`) instead
+    of printing its whole usage text (some 200 lines for TRL's configs) and exiting; `run_main` prints the one line."""
+
+    def error(message: str):
+        raise RecipeError(message)
+
+    parser.error = error
+    return parser
 
 
 def recipe_keys(parser) -> set[str]:
@@ -75,17 +87,25 @@ def check_recipe(argv: Sequence[str], parser) -> None:
 def wrong_value_types(recipe: dict, parser) -> list[str]:
     """Recipe values that a number or yes/no field cannot take. argparse converts only text values; a YAML list or
     mapping (`beta: [0.04]`), a fraction for an integer or a list for a yes/no would reach training unconverted and
-    fail deep inside torch, or not at all."""
+    fail deep inside torch, or not at all. A text value (`beta: high`) is converted here as argparse would, so that
+    the error names the recipe key, not a `--beta` flag nobody typed."""
 
     def kind_of(action) -> str | None:
-        if action.type in (int, float):
-            return action.type.__name__
-        # TRL's parser and transformers' each have their own `string_to_bool`
-        return "bool" if getattr(action.type, "__name__", "") == "string_to_bool" else None
+        # By name: TRL wraps the converter of an `int | None` field (to accept "none") under the inner type's name,
+        # and TRL's parser and transformers' each have their own `string_to_bool`.
+        name = getattr(action.type, "__name__", "")
+        return {"int": "int", "float": "float", "string_to_bool": "bool"}.get(name)
 
-    def fits(value, kind: str) -> bool:
-        if isinstance(value, str):  # argparse converts it, or names it
-            return True
+    def converts(value: str, action) -> bool:
+        try:
+            action.type(value)
+        except (TypeError, ValueError, argparse.ArgumentTypeError):
+            return False
+        return True
+
+    def fits(value, kind: str, action, listed: bool) -> bool:
+        if isinstance(value, str):  # argparse converts a text default, but not the items of a list default
+            return not listed and converts(value, action)
         if kind == "bool":
             return isinstance(value, bool)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -105,9 +125,9 @@ def wrong_value_types(recipe: dict, parser) -> list[str]:
         if kind is None or value is None:
             continue
         listed = action.nargs in ("+", "*")
-        if listed and not (isinstance(value, list) and all(fits(v, kind) for v in value)):
+        if listed and not (isinstance(value, list) and all(fits(v, kind, action, True) for v in value)):
             problems.append(f"{key} needs a list of {plural[kind]}, got {value!r}")
-        elif not listed and not fits(value, kind):
+        elif not listed and not fits(value, kind, action, False):
             problems.append(f"{key} needs {single[kind]}, got {value!r}")
     return problems
 
@@ -313,6 +333,7 @@ CARD_KEYS = (
 def write_card(script_args, training_args, model_args, rows: list[dict], recipe: str | None) -> None:
     """The model card (`medvlm_trl.model_card`): base model, split fingerprint, recipe and hyper-parameters."""
     from medvlm_trl.model_card import run_hyperparameters, split_fingerprint, write_model_card
+    from medvlm_trl.run_safety import setting_changes
 
     write_model_card(
         training_args.output_dir,
@@ -325,6 +346,7 @@ def write_card(script_args, training_args, model_args, rows: list[dict], recipe:
         recipe=recipe,
         prompt_template=training_args.prompt_template,
         hyperparameters=run_hyperparameters(training_args, model_args, CARD_KEYS),
+        setting_changes=setting_changes(training_args.output_dir),
     )
 
 
@@ -383,7 +405,7 @@ def run_main(prog: str, parser, train_fn, argv: Sequence[str] | None) -> int:
     try:
         script_args, training_args, model_args = parse_args(argv, parser)
         # One run per output dir; resume only from a whole checkpoint; a run record next to every checkpoint.
-        prepare_run(training_args, script_args, argv=argv)
+        prepare_run(training_args, script_args, argv=argv, model_args=model_args)
     except (ValueError, OSError) as err:  # RecipeError and RunSafetyError are ValueErrors
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2

@@ -98,6 +98,16 @@ def _render(meta: dict) -> str:
     if params:
         lines += ["", "| hyper-parameter | value |", "|---|---|"]
         lines += [f"| `{k}` | `{v}` |" for k, v in params.items()]
+    changes = info.get("setting_changes") or []
+    if changes:
+        lines += [
+            "",
+            "Settings changed on purpose when the run was resumed (`allow_changed_settings`): the model was "
+            "trained partly under the first value, partly under the second.",
+            "",
+        ]
+        lines += ["| setting | from | to | from step |", "|---|---|---|---|"]
+        lines += [f"| `{c.get('key')}` | `{c.get('from')}` | `{c.get('to')}` | {c.get('at_step')} |" for c in changes]
     lines += ["", "## Results", ""]
     results = info.get("results") or {}
     if results:
@@ -125,6 +135,7 @@ def write_model_card(
     hyperparameters: Mapping[str, Any] | None = None,
     results: Mapping[str, Any] | None = None,
     name: str | None = None,
+    setting_changes: Iterable[Mapping[str, Any]] | None = None,
 ) -> Path:
     """Write `README.md` into `output_dir` (replacing TRL's generic card) and return its path.
 
@@ -136,6 +147,8 @@ def write_model_card(
         paper: `medvlm_r1` or `rl_medvqa` when the run is a Table 1 row.
         hyperparameters: the settings worth reading at a glance (learning rate, steps, beta, ...).
         results: test accuracies by test set, when known.
+        setting_changes: the settings a resume changed on purpose (`run_safety.setting_changes`), each with `key`,
+            `from`, `to` and `at_step`.
     """
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -161,6 +174,8 @@ def write_model_card(
         "hyperparameters": _plain(dict(hyperparameters or {})),
         "results": _plain(dict(results or {})),
     }
+    if setting_changes:
+        meta[CARD_KEY]["setting_changes"] = _plain([dict(change) for change in setting_changes])
     path = out / CARD_NAME
     path.write_text(_render(meta))
     return path

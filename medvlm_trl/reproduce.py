@@ -391,12 +391,19 @@ def _training_state(model_dir: Path) -> tuple[str, dict]:
     return "new", {}
 
 
-def _eval_done(out: Path) -> bool:
+def _eval_done(out: Path, limit: int | None = None) -> bool:
+    """Whether `out` holds the eval a step asks for: a complete one (every test row), or, for a step that is itself
+    limited to the first `limit` rows (the tiny profile), a finished eval with that same limit. A limited eval left in
+    the folder (`medvlm-trl eval --limit`) never stands in for a full one."""
     try:
         summary = json.loads((out / "summary.json").read_text())
     except (OSError, ValueError):
         return False
-    return bool(summary.get("complete"))
+    if not isinstance(summary, dict):
+        return False
+    if summary.get("complete") is True:
+        return True
+    return limit is not None and summary.get("limit") == limit and summary.get("finished") is True
 
 
 def make_plan(
@@ -469,7 +476,8 @@ def make_plan(
             settings["overwrite"] = True  # predictions of an older model must not be resumed
         check_eval_arguments(settings, str(row.recipe))
         config = _write_yaml(root / "eval" / f"{row.key}.yaml", settings, header)
-        skip = "evaluated already" if _eval_done(results) and not settings.get("overwrite") else None
+        done = _eval_done(results, settings.get("limit"))
+        skip = "evaluated already" if done and not settings.get("overwrite") else None
         steps.append(Step(row.key, "eval", ["eval", "--config", str(config)], config, results, [], skip))
     return Plan(paper, profile, root, rows, steps, notes)
 
@@ -541,9 +549,15 @@ def _record_results(plan: Plan, row: str) -> None:
     if summary.get("average") is not None:
         results["average of modalities"] = summary["average"]
     config = summary.get("config", {})
+    limited = (
+        f", the first of {summary.get('split_rows')} (--limit)"
+        if summary.get("limit") and not summary.get("complete")
+        else ""
+    )
     note = (
-        f"Accuracy (%) from `medvlm-trl eval` on `{config.get('split')}` ({summary.get('rows')} questions), prompt "
-        f"`{config.get('prompt')}`, {config.get('scoring')} scoring; Table 1 of {plan.paper}, profile {plan.profile}."
+        f"Accuracy (%) from `medvlm-trl eval` on `{config.get('split')}` ({summary.get('rows')} questions{limited}), "
+        f"prompt `{config.get('prompt')}`, {config.get('scoring')} scoring; Table 1 of {plan.paper}, profile "
+        f"{plan.profile}."
     )
     add_results(model_dir, results, note=note, paper=plan.paper)
 
@@ -582,7 +596,7 @@ def run_plan(plan: Plan, in_process: bool | None = None) -> list[Outcome]:
         if code == 0 and step.kind == "train" and _training_state(step.out)[0] != "done":
             # Every training command ends by writing the model card; it is also what marks a row as trained.
             code, detail = 1, f"no model and model card in {step.out} after training"
-        if code == 0 and step.kind == "eval" and not _eval_done(step.out):
+        if code == 0 and step.kind == "eval" and not _eval_done(step.out, load_yaml(step.config).get("limit")):
             code, detail = 1, "the evaluation did not cover every test question"
         elapsed = time.monotonic() - start
         if code != 0:

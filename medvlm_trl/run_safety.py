@@ -10,20 +10,30 @@ protect it, applied by every training entry point (`medvlm-trl grpo | sft | dpo`
    later mistaken for one of the new run; a non-empty folder that holds no run at all is never emptied.
 2. **Resume from a whole checkpoint, on the same data, with its weights.** `resume_from_checkpoint: true` (or `last`)
    picks the newest complete `checkpoint-*`; a checkpoint cut short by a kill (no `trainer_state.json`, or no
-   optimizer / scheduler state) is skipped with a warning, never loaded half. Resuming on another split than the
-   checkpoint was trained on is an error; a changed recipe only warns (learning-rate or logging edits are
-   legitimate). And the weights training continues from are checked to be the checkpoint's: transformers 5 saves
-   Qwen2-VL under its original key names (`model.layers.*`) but resumes with a plain `load_state_dict` that expects
-   the in-memory names (`model.language_model.layers.*`), so every weight but `lm_head` silently stays at its
-   initial value (huggingface/transformers#43701); `restore_checkpoint_weights` loads them under the right names.
+   optimizer / scheduler state) is skipped with a warning, never loaded half. Every setting that changes what is
+   trained (`training_settings`: the model, the data and its split, pixel bounds, prompt, rewards, loss, learning
+   rate and schedule, batch, G, lengths, seed, world size, ...) must equal the checkpoint's record, or the resume is
+   refused naming each key with its old and new value; only output, saving, logging and reporting settings
+   (`FREE_SETTINGS`) may change. A deliberate change is named key by key with `allow_changed_settings` and recorded
+   (`setting_changes` in the run record, and the model card). An explicit `--resume_from_checkpoint` on the command
+   line wins over a recipe's `overwrite_output_dir: true`; a checkpoint already at `max_steps` is not resumed (there
+   is nothing left to train, and transformers would train a step past the end). And the weights training continues
+   from are checked to be the checkpoint's: transformers 5 saves Qwen2-VL under its original key names
+   (`model.layers.*`) but resumes with a plain `load_state_dict` that expects the in-memory names
+   (`model.language_model.layers.*`), so every weight but `lm_head` silently stays at its initial value
+   (huggingface/transformers#43701); `restore_checkpoint_weights` loads them under the right names.
 3. **Every checkpoint says what made it.** `RunInfoCallback` writes `medvlm_run.json` into each `checkpoint-*` and the
    output dir: the recipe path and SHA-256 of its text, the command line, the split's id (a hash of the dataset name,
    split, split-manifest contents and row limits), a hash of the training row ids, the library / TRL / transformers /
-   torch versions, the world size, the seed and whether `trust_remote_code` was on.
+   torch versions, the world size, the seed, whether `trust_remote_code` was on, and the value of every setting
+   that changes what is trained (`settings`).
+
+Before any of this, a run that would train nothing (`max_steps: 0`, zero epochs, an empty batch) is refused: it would
+save the untrained model as a trained one.
 
 Wiring, in an entry point's `main()` right after parsing, and where its trainer is built:
 
-    prepare_run(training_args, script_args, argv=argv)  # refuses, resolves `resume_from_checkpoint`, writes the record
+    prepare_run(training_args, script_args, argv=argv, model_args=model_args)  # refuses, resolves the resume, records
     trainer.add_callback(RunInfoCallback(script_args))  # record into every checkpoint-*; resumed weights checked
 """
 
@@ -37,8 +47,9 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from enum import Enum
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -66,6 +77,33 @@ RESUME_NONE = {"", "false", "no", "none", "0"}
 # Script-argument fields that decide which rows a run trains on (a dataset's location is not part of its identity).
 SPLIT_ID_FIELDS = ("dataset_name", "dataset_train_split", "max_train_samples", "skip_bad_rows")
 VERSION_PACKAGES = ("medvlm-trl", "trl", "transformers", "torch", "accelerate", "peft", "datasets", "deepspeed")
+# Settings that do not change what is trained, so a resume may change them (README, "runs that are safe to stop"):
+# where the run is written and how often it is saved, what is logged and where it is reported, evaluation settings
+# (these commands train without an eval set), where the data lives (the split file counts by its contents, see
+# `split_info`), which test sets the leakage audit reads, and how this machine feeds and connects the processes.
+# Every other field of the command's dataclasses must match the checkpoint's record.
+FREE_SETTINGS = frozenset(
+    {
+        # output and saving
+        "output_dir", "overwrite_output_dir", "resume_from_checkpoint", "allow_changed_settings", "merge_lora",
+        "push_to_hub", "restore_callback_states_from_checkpoint",
+        # logging and reporting
+        "report_to", "run_name", "project", "disable_tqdm", "num_completions_to_print", "include_num_input_tokens_seen",
+        "skip_memory_metrics", "debug",
+        # evaluation
+        "do_eval", "do_predict", "do_train", "per_device_eval_batch_size", "batch_eval_metrics", "prediction_loss_only",
+        "include_for_metrics", "metric_for_best_model", "greater_is_better", "load_best_model_at_end",
+        "num_generations_eval", "bf16_full_eval", "fp16_full_eval",
+        # where the data lives, and the leakage audit
+        "data_dir", "split_file", "test_manifests", "allow_split_overlap",
+        # this machine
+        "dataloader_num_workers", "dataloader_persistent_workers", "dataloader_pin_memory", "dataloader_prefetch_factor",
+        "dataloader_multiprocessing_context", "dataset_num_proc", "ddp_timeout", "ddp_backend", "local_rank",
+        "torch_empty_cache_steps", "vllm_gpu_memory_utilization", "vllm_server_host", "vllm_server_port",
+        "vllm_server_base_url", "vllm_server_timeout", "vllm_group_port", "vllm_enable_sleep_mode",
+    }
+)  # fmt: skip
+FREE_SETTING_PREFIXES = ("logging_", "log_", "save_", "hub_", "eval_", "trackio_")
 
 
 # Records made by `prepare_run` in this process, by absolute output dir, for `RunInfoCallback` to pick up.
@@ -89,7 +127,16 @@ class RunSafetyArguments:
             "help": "Empty a non-empty `output_dir` that holds an earlier run and train from scratch. Without it (and "
             "without `resume_from_checkpoint`) such a folder is refused, so that no run is overwritten by accident. "
             "A non-empty folder that holds no run (no checkpoint-*, trainer_state.json or medvlm_run.json) is never "
-            "emptied."
+            "emptied. A `--resume_from_checkpoint` given on the command line wins over this key set in a recipe."
+        },
+    )
+    allow_changed_settings: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "On a resume, the settings allowed to differ from the checkpoint's record, each by name (e.g. "
+            "`--allow_changed_settings max_steps learning_rate`). Without it a resume whose settings differ in "
+            "anything that changes what is trained is refused. Each allowed change is recorded in medvlm_run.json "
+            "(`setting_changes`) and in the model card."
         },
     )
 
@@ -299,6 +346,69 @@ def split_info(script_args: Any = None) -> dict[str, Any]:
     return info
 
 
+def is_free_setting(name: str) -> bool:
+    """Whether a resume may change setting `name` (see `FREE_SETTINGS`)."""
+    return name in FREE_SETTINGS or name.startswith(FREE_SETTING_PREFIXES)
+
+
+def _plain_setting(value: Any) -> Any:
+    """A setting as a JSON value, so a record read back compares equal to the same setting parsed again."""
+    if isinstance(value, Enum):  # TrainingArguments' enums (`lr_scheduler_type`, ...) are `str` subclasses
+        return _plain_setting(value.value)
+    if is_dataclass(value) and not isinstance(value, type):  # e.g. transformers' AcceleratorConfig
+        return _plain_setting(asdict(value))
+    if isinstance(value, Mapping):
+        return {str(k): _plain_setting(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = [_plain_setting(v) for v in value]
+        return sorted(items, key=repr) if isinstance(value, (set, frozenset)) else items
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def training_settings(*configs: Any) -> dict[str, Any]:
+    """Every setting of a run's parsed dataclasses that changes what is trained, by name, as JSON values.
+
+    All the fields of the configs (script, training and model arguments) except the free ones (`FREE_SETTINGS`), plus
+    the world size (the global batch is per device x processes x accumulation) and the split file's SHA-256 (its
+    contents count, not its path). A field several configs share keeps the first config's value.
+    """
+    settings: dict[str, Any] = {}
+    for config in configs:
+        if config is None or not is_dataclass(config):
+            continue
+        for item in fields(config):
+            if item.init and not is_free_setting(item.name) and item.name not in settings:
+                settings[item.name] = _plain_setting(getattr(config, item.name, None))
+        if getattr(config, "split_file", None) and "split_file_sha256" not in settings:
+            settings["split_file_sha256"] = file_sha256(config.split_file)
+        if hasattr(config, "world_size") and "world_size" not in settings:
+            settings["world_size"] = int(config.world_size)
+    return json.loads(json.dumps(settings, sort_keys=True, default=str))
+
+
+def check_training_length(training_args: Any) -> None:
+    """Refuse a run that would train nothing and then save its model as trained: `max_steps: 0` (transformers runs
+    one step at learning rate 0), zero or negative epochs, an empty batch or no accumulation step."""
+    max_steps = getattr(training_args, "max_steps", -1)
+    if max_steps is not None and (max_steps == 0 or max_steps < -1):
+        raise RunSafetyError(
+            f"max_steps must be a positive number of optimizer steps (or -1 to train for num_train_epochs), got "
+            f"{max_steps}: such a run would save an untrained model as a trained one"
+        )
+    epochs = getattr(training_args, "num_train_epochs", 1)
+    if (max_steps is None or max_steps < 0) and epochs is not None and not epochs > 0:
+        raise RunSafetyError(
+            f"num_train_epochs must be positive when max_steps is unset, got {epochs}: such a run would save an "
+            f"untrained model as a trained one"
+        )
+    for name in ("per_device_train_batch_size", "gradient_accumulation_steps"):
+        value = getattr(training_args, name, 1)
+        if value is not None and value < 1:
+            raise RunSafetyError(f"{name} must be at least 1, got {value}")
+
+
 def rows_sha256(ids: Sequence[Any]) -> str:
     """SHA-256 of the training row ids in dataset order: the rows a run saw, whatever loaded them."""
     return hashlib.sha256("\n".join(str(i) for i in ids).encode()).hexdigest()
@@ -346,7 +456,9 @@ def write_run_record(folder: str | os.PathLike, record: dict) -> Path:
     return target
 
 
-def build_run_record(training_args: Any, script_args: Any = None, argv: Sequence[str] | None = None) -> dict:
+def build_run_record(
+    training_args: Any, script_args: Any = None, argv: Sequence[str] | None = None, model_args: Any = None
+) -> dict:
     """The record of one invocation (see the module docstring); `global_step` is filled in at each save."""
     argv = list(sys.argv[1:] if argv is None else argv)
     return {
@@ -359,6 +471,7 @@ def build_run_record(training_args: Any, script_args: Any = None, argv: Sequence
         "trust_remote_code": bool(getattr(training_args, "trust_remote_code", False)),
         "world_size": int(getattr(training_args, "world_size", 1)),
         "seed": getattr(training_args, "seed", None),
+        "settings": training_settings(script_args, training_args, model_args),
         "started_at": _now(),
         "resumed_from": None,
         "global_step": 0,
@@ -371,20 +484,77 @@ def _summary(record: dict) -> dict:
     return {key: record.get(key) for key in keys}
 
 
-def check_resume_compatible(checkpoint: str | os.PathLike, record: dict) -> None:
-    """Refuse to resume a checkpoint on other data; warn when the recipe text changed since it was written."""
+_ABSENT = object()  # a setting one of two records lacks (e.g. a field a newer TRL added)
+
+
+def _shown(value: Any) -> str:
+    text = "(not set)" if value is _ABSENT else json.dumps(value, sort_keys=True)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def changed_settings(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Setting name -> (old value, new value) for every setting that differs (a missing one is `_ABSENT`)."""
+    return {
+        key: (old.get(key, _ABSENT), new.get(key, _ABSENT))
+        for key in sorted(set(old) | set(new))
+        if old.get(key, _ABSENT) != new.get(key, _ABSENT)
+    }
+
+
+def check_resume_compatible(checkpoint: str | os.PathLike, record: dict, allowed: Sequence[str] | None = None) -> None:
+    """Refuse to resume a checkpoint with settings that change what is trained, unless each changed one is `allowed`
+    by name; the allowed changes are appended to `record["setting_changes"]`. Warns when the recipe text changed.
+
+    A checkpoint recorded before settings were (no `settings`) is checked on its split only.
+    """
     saved = read_run_record(checkpoint)
+    allowed = list(allowed or [])
+    record["setting_changes"] = list((saved or {}).get("setting_changes") or [])
     if saved is None:
-        logger.warning("%s has no %s: cannot check that it was trained on the same split.", checkpoint, RUN_FILE)
+        logger.warning("%s has no %s: cannot check that it was trained with the same settings.", checkpoint, RUN_FILE)
         return
-    old_split, new_split = saved.get("split") or {}, record["split"]
-    if old_split.get("split_id") and old_split.get("split_id") != new_split.get("split_id"):
-        differences = sorted(k for k in set(old_split) | set(new_split) if old_split.get(k) != new_split.get(k))
+    settings = record.get("settings") or {}
+    unknown = sorted(key for key in allowed if key not in settings)
+    if unknown:
         raise RunSafetyError(
-            f"{checkpoint} was trained on another split (split_id {old_split.get('split_id')} vs "
-            f"{new_split.get('split_id')}; differing: {', '.join(differences)}); resume with the same data settings, "
-            f"or start a new run in another output_dir"
+            f"allow_changed_settings names {', '.join(unknown)}, which "
+            f"{'is not a setting' if len(unknown) == 1 else 'are not settings'} a resume must keep (free settings "
+            f"such as logging or saving may change without it)"
         )
+    old_split, new_split = saved.get("split") or {}, record["split"]
+    if "settings" not in saved:
+        if old_split.get("split_id") and old_split.get("split_id") != new_split.get("split_id"):
+            differences = sorted(k for k in set(old_split) | set(new_split) if old_split.get(k) != new_split.get(k))
+            raise RunSafetyError(
+                f"{checkpoint} was trained on another split (split_id {old_split.get('split_id')} vs "
+                f"{new_split.get('split_id')}; differing: {', '.join(differences)}); resume with the same data "
+                f"settings, or start a new run in another output_dir"
+            )
+        logger.warning("%s records no settings (an older run record): only its split was checked.", checkpoint)
+    else:
+        changes = changed_settings(saved["settings"] or {}, settings)
+        refused = {key: pair for key, pair in changes.items() if key not in allowed}
+        if refused:
+            listed = "; ".join(f"{key} {_shown(old)} -> {_shown(new)}" for key, (old, new) in refused.items())
+            raise RunSafetyError(
+                f"cannot resume {checkpoint} with other settings than it was trained with ({listed}); resume with the "
+                f"checkpoint's settings, start a new run in another output_dir, or allow the change on purpose with "
+                f"--allow_changed_settings {' '.join(refused)} (recorded in {RUN_FILE} and the model card)"
+            )
+        step = saved.get("global_step")
+        for key, (old, new) in changes.items():
+            logger.warning(
+                "Resuming %s with %s changed on purpose: %s -> %s.", checkpoint, key, _shown(old), _shown(new)
+            )
+            record["setting_changes"].append(
+                {
+                    "key": key,
+                    "from": None if old is _ABSENT else old,
+                    "to": None if new is _ABSENT else new,
+                    "at_step": step,
+                    "checkpoint": str(checkpoint),
+                }
+            )
     old_recipe, new_recipe = saved.get("recipe") or {}, record.get("recipe") or {}
     if old_recipe.get("sha256") and new_recipe.get("sha256") and old_recipe["sha256"] != new_recipe["sha256"]:
         logger.warning(
@@ -396,24 +566,69 @@ def check_resume_compatible(checkpoint: str | os.PathLike, record: dict) -> None
         )
 
 
-def prepare_run(training_args: Any, script_args: Any = None, argv: Sequence[str] | None = None) -> dict:
+def check_steps_left(checkpoint: str | os.PathLike, training_args: Any) -> None:
+    """Refuse to resume a checkpoint that is already at `max_steps`: transformers would train one step past the end
+    (at the schedule's last learning rate, which a constant schedule keeps above 0) and save it as the run's model."""
+    max_steps = getattr(training_args, "max_steps", -1)
+    try:
+        step = int(json.loads((Path(checkpoint) / TRAINER_STATE_NAME).read_text()).get("global_step", 0))
+    except (OSError, ValueError, TypeError):
+        return  # `checkpoint_problems` has vouched for the file; a step it lacks is transformers' to handle
+    if max_steps is not None and max_steps > 0 and step >= max_steps:
+        raise RunSafetyError(
+            f"{checkpoint} is at step {step} and this run stops at max_steps {max_steps}: nothing is left to train "
+            f"(resuming would train a step past the end); the run's model is in its output_dir. To train longer, "
+            f"resume with a higher --max_steps and --allow_changed_settings max_steps"
+        )
+
+
+def setting_changes(output_dir: str | os.PathLike) -> list[dict]:
+    """The settings a run changed on purpose when it was resumed (`allow_changed_settings`), oldest first."""
+    return list((read_run_record(output_dir) or {}).get("setting_changes") or [])
+
+
+def _on_command_line(argv: Sequence[str], name: str) -> bool:
+    flag = f"--{name}"
+    return any(arg == flag or arg.startswith(flag + "=") for arg in argv)
+
+
+def prepare_run(
+    training_args: Any, script_args: Any = None, argv: Sequence[str] | None = None, model_args: Any = None
+) -> dict:
     """Apply the three rules before anything is loaded; returns this invocation's run record.
 
     Every process checks (read-only, so all reach the same decision and all stop on a refusal); then the main
     process empties the folder when overwriting and writes the record, while the others wait. On return,
     `training_args.resume_from_checkpoint` is the resolved checkpoint folder (or None), which is what
-    `Trainer.train(resume_from_checkpoint=...)` takes.
+    `Trainer.train(resume_from_checkpoint=...)` takes. `argv` is the command line (the recipe comes from its
+    `--config`); `model_args` is `trl.ModelConfig`, whose settings a resume must keep too.
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    check_training_length(training_args)
     output_dir = training_args.output_dir
     overwrite = bool(getattr(training_args, "overwrite_output_dir", False))
     checkpoint = resolve_resume(output_dir, training_args.resume_from_checkpoint)
+    if (
+        checkpoint is not None
+        and overwrite
+        and _on_command_line(argv, "resume_from_checkpoint")
+        and not _on_command_line(argv, "overwrite_output_dir")
+    ):
+        # The recipe overwrites (a demo recipe replaces its last run); the command line asks to resume: the explicit
+        # request wins, and it is the one that deletes nothing.
+        logger.warning("--resume_from_checkpoint given: ignoring the recipe's overwrite_output_dir: true.")
+        overwrite = training_args.overwrite_output_dir = False
     action = check_output_dir(output_dir, resume=checkpoint is not None, overwrite=overwrite)
     training_args.resume_from_checkpoint = checkpoint
 
-    record = build_run_record(training_args, script_args, argv)
+    record = build_run_record(training_args, script_args, argv, model_args)
     record["resumed_from"] = checkpoint
+    allowed = getattr(training_args, "allow_changed_settings", None)
     if checkpoint is not None:
-        check_resume_compatible(checkpoint, record)
+        check_resume_compatible(checkpoint, record, allowed)
+        check_steps_left(checkpoint, training_args)
+    elif allowed:
+        logger.warning("allow_changed_settings is set but this run does not resume: nothing to allow.")
     if record["trust_remote_code"]:
         logger.warning("trust_remote_code is on: code shipped with the model or processor will run on this machine.")
 

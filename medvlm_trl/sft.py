@@ -39,7 +39,14 @@ from medvlm_trl.data.images import (
 )
 from medvlm_trl.data.prompts import TEMPLATES, build_prompt
 from medvlm_trl.data.schema import BadRowError, SkipReport
-from medvlm_trl.grpo import RecipeError, check_split_overlap, load_train_rows, require_model_name, run_main
+from medvlm_trl.grpo import (
+    RecipeError,
+    check_split_overlap,
+    load_train_rows,
+    one_line_errors,
+    require_model_name,
+    run_main,
+)
 from medvlm_trl.loading import load_pretrained
 from medvlm_trl.run_safety import RunInfoCallback, RunSafetyArguments
 
@@ -154,7 +161,7 @@ class MedVLMSFTConfig(RunSafetyArguments, SFTConfig):
 def make_parser():
     from trl import ModelConfig, TrlParser
 
-    return TrlParser((BaselineScriptArguments, MedVLMSFTConfig, ModelConfig))
+    return one_line_errors(TrlParser((BaselineScriptArguments, MedVLMSFTConfig, ModelConfig), prog="medvlm-trl sft"))
 
 
 def apply_model_init_kwargs(training_args, model_args) -> None:
@@ -172,6 +179,7 @@ def apply_model_init_kwargs(training_args, model_args) -> None:
 def save_trained(trainer, script_args, training_args, model_args, *, method: str, rows: list[dict], recipe: str | None):
     """Save the final model (LoRA merged when asked), its processor and the model card into `output_dir`."""
     from medvlm_trl.model_card import split_fingerprint, write_model_card
+    from medvlm_trl.run_safety import setting_changes
 
     out = Path(training_args.output_dir)
     if model_args.use_peft and script_args.merge_lora:
@@ -196,6 +204,7 @@ def save_trained(trainer, script_args, training_args, model_args, *, method: str
             recipe=recipe,
             prompt_template=script_args.prompt_template,
             hyperparameters=card_hyperparameters(training_args, model_args),
+            setting_changes=setting_changes(out),
         )
 
 

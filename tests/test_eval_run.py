@@ -421,3 +421,61 @@ def test_data_layer_errors_and_a_damaged_run_record_end_with_one_line(tmp_path, 
     (tmp_path / "damaged" / "run.json").write_text("{")
     assert main(["--model", "m", "--split", str(split), "--out", str(tmp_path / "damaged"), "--no_progress"]) == 2
     assert "run.json is damaged" in capsys.readouterr().err
+
+
+# --- `--limit`: recorded, never complete, never over a fuller result (issue 17, item 2) ------------------------------
+
+
+def test_a_limited_eval_records_its_limit_and_never_passes_as_complete(tmp_path, capsys):
+    from medvlm_trl import reproduce
+
+    split = _write(tmp_path / "rows.json", make_rows(tmp_path))
+    summary = run_eval(_args(tmp_path, split, metrics="none", limit=2), generator=Scripted({}))
+    assert (summary["limit"], summary["rows"], summary["split_rows"], summary["overall"]["n"]) == (2, 2, 6, 2)
+    assert summary["finished"] and not summary["complete"]
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["complete"] is False
+    # reproduce-table1 takes it neither for a full eval nor for one limited otherwise, only for its own limit.
+    assert not reproduce._eval_done(tmp_path / "run")
+    assert not reproduce._eval_done(tmp_path / "run", 3) and reproduce._eval_done(tmp_path / "run", 2)
+    # The table marks it with the row count, as a row over fewer test rows than the split.
+    table_dir = tmp_path / "results"
+    table_dir.mkdir()
+    (tmp_path / "run").rename(table_dir / "grpo_qwen2vl_2b")
+    md = render_markdown(build_table("medvlm_r1", table_dir))
+    assert "| GRPO (MedVLM-R1) † |" in md
+    assert "† GRPO (MedVLM-R1): limited eval (--limit 2): 2 of 6 test rows have predictions" in md
+    # A limit at or above the split's size is the whole split: complete.
+    summary = run_eval(_args(tmp_path, split, metrics="none", limit=6), generator=Scripted({}))
+    assert summary["complete"] and summary["limit"] == 6
+
+
+def test_a_limited_eval_does_not_replace_a_fuller_result_unless_told_to(tmp_path, capsys):
+    """It used to rewrite the summary of a finished eval with its N rows, marked complete."""
+    split = _write(tmp_path / "rows.json", make_rows(tmp_path))
+    out = tmp_path / "run"
+    assert run_eval(_args(tmp_path, split, metrics="none"), generator=Scripted({}))["complete"]
+    full = (out / "summary.json").read_text()
+    # No model exists at --model: the refusal comes before any attempt to load one.
+    argv = ["--model", str(tmp_path / "no-such-model"), "--split", str(split), "--out", str(out), "--limit", "2"]
+    assert main([*argv, "--metrics", "none", "--no_progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "beyond the first 2 that --limit 2 covers" in err and "--overwrite true" in err
+    assert (out / "summary.json").read_text() == full
+    # Told to: --overwrite discards the full result first.
+    summary = run_eval(_args(tmp_path, split, metrics="none", limit=2, overwrite=True), generator=Scripted({}))
+    assert summary["rows"] == 2 and not summary["complete"]
+    # A limited eval is a start a later full run resumes: only the other rows are asked.
+    generator = Scripted({})
+    assert run_eval(_args(tmp_path, split, metrics="none"), generator=generator)["complete"]
+    assert len(generator.asked) == 4
+
+
+def test_a_wrong_value_type_in_an_eval_recipe_or_flag_is_one_line(tmp_path, capsys):
+    config = tmp_path / "eval.yaml"
+    config.write_text("model: m\nlimit: five\n")
+    assert main(["--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{config}: wrong value type(s): limit needs an integer, got 'five'" in err
+    assert main(["--model", "m", "--limit", "five"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and "argument --limit: invalid int value: 'five'" in captured.err

@@ -203,3 +203,62 @@ def test_a_corrupt_training_image_met_by_the_leakage_audit_is_named_by_its_row_n
     with pytest.raises(ImageLoadError, match=f"row {first['id']!r}") as err:
         check_split_overlap(rows, args)
     assert "test_manifests" not in str(err.value)
+
+
+# --- one line and exit 2 for a wrong value type or a run that would train nothing (issue 17, item 4) -----------------
+
+TRAINING_COMMANDS = {
+    "grpo": ("medvlm_trl.grpo", "main", TINY / "grpo.yaml"),
+    "sft": ("medvlm_trl.sft", "main", ROOT / "recipes" / "medvlm_r1" / "sft_qwen2vl_2b.yaml"),
+    "dpo": ("medvlm_trl.dpo", "main", ROOT / "recipes" / "rl_medvqa" / "dpo_qwen2vl_2b_instruct.yaml"),
+}
+
+
+def command_main(command: str):
+    import importlib
+
+    module, name, recipe = TRAINING_COMMANDS[command]
+    return getattr(importlib.import_module(module), name), recipe
+
+
+@pytest.mark.parametrize("command", sorted(TRAINING_COMMANDS))
+def test_a_wrong_value_type_in_a_recipe_names_the_file_and_key_in_one_line(tmp_path, capsys, command):
+    """It used to print the ~215-line usage text, then `argument --learning_rate: invalid float value: 'fast'`,
+    naming a flag nobody typed."""
+    main_fn, recipe = command_main(command)
+    data = {**yaml.safe_load(recipe.read_text()), "learning_rate": "fast", "max_train_samples": "many"}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert main_fn(["--config", str(path), "--output_dir", str(tmp_path / "out"), "--bf16", "false"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert f"{path}: wrong value type(s): learning_rate needs a number, got 'fast'" in err
+    assert "max_train_samples needs an integer, got 'many'" in err  # an `int | None` field too
+
+
+@pytest.mark.parametrize("command", sorted(TRAINING_COMMANDS))
+def test_a_wrong_value_type_on_the_command_line_names_the_flag_in_one_line(tmp_path, capsys, command):
+    main_fn, recipe = command_main(command)
+    argv = ["--config", str(recipe), "--output_dir", str(tmp_path / "out"), "--bf16", "false", "--learning_rate", "x"]
+    assert main_fn(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and "usage:" not in captured.out + captured.err, captured.err
+    assert "argument --learning_rate" in captured.err and "invalid float value: 'x'" in captured.err
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--max_steps", "0"], "max_steps must be a positive number of optimizer steps (or -1"),
+        (["--max_steps", "-3"], "max_steps must be a positive number of optimizer steps (or -1"),
+        (["--max_steps", "-1", "--num_train_epochs", "0"], "num_train_epochs must be positive when max_steps is unset"),
+        (["--gradient_accumulation_steps", "0"], "gradient_accumulation_steps must be at least 1"),
+    ],
+)
+def test_a_run_that_would_train_nothing_is_refused(tmp_path, capsys, flags, message):
+    """`--max_steps 0` trained one step at learning rate 0 and saved the model as a trained one."""
+    out = tmp_path / "out"
+    assert main(["--config", str(TINY / "grpo.yaml"), "--output_dir", str(out), *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert not out.exists()  # refused before anything was written

@@ -161,7 +161,9 @@ def test_make_reproduce_table1_tiny_runs_every_row_end_to_end(paper, tmp_path, t
     rows = [r for r in plan.rows if r.command != "computed"]
     for row in rows:
         summary = json.loads((out / "results" / row.key / "summary.json").read_text())
-        assert summary["complete"] and summary["rows"] == reproduce.TINY_EVAL_ROWS
+        # The tiny profile tests the first rows only: finished, recorded as limited, never a complete eval.
+        assert summary["finished"] and summary["rows"] == summary["limit"] == reproduce.TINY_EVAL_ROWS
+        assert not summary["complete"] and summary["split_rows"] > reproduce.TINY_EVAL_ROWS
         if row.command != "eval":
             card = read_model_card(out / "models" / row.key)
             methods = {"grpo", "dr_grpo"} if row.command == "grpo" else {row.command}
@@ -190,6 +192,7 @@ def test_make_reproduce_table1_tiny_runs_every_row_end_to_end(paper, tmp_path, t
         assert summary["scoring"] in (rules if prompt != "simple" else {"letter"}), row.key
         notes = [line for line in table.splitlines() if line.startswith(f"- scored by the {summary['scoring']} (")]
         assert len(notes) == 1 and row.label in notes[0], (row.key, summary["scoring"])
+    assert f"limited eval (--limit {reproduce.TINY_EVAL_ROWS})" in table  # and says it tested a few rows
     assert (out / f"table1_{paper}.png").stat().st_size > 0
     if paper == "rl_medvqa":  # LoRA: merged weights for evaluation, the adapter beside them
         lora = out / "models" / "sft_lora_qwen2vl_2b_instruct"

@@ -191,3 +191,73 @@ def test_run_record_says_the_run_was_resumed(runs):
     for step in range(1, MAX_STEPS + 1):
         saved = json.loads((out / f"checkpoint-{step}" / "medvlm_run.json").read_text())
         assert saved["global_step"] == step
+
+
+def readme_resume_commands() -> list[str]:
+    """The commands of README's resume example (the code block after "With the tiny recipe")."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split("With the tiny recipe", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line.split("#", 1)[0].strip() for line in block.splitlines() if line.strip()]
+
+
+@pytest.mark.slow
+def test_readmes_resume_commands_work_as_written(tmp_path):
+    """Issue 17: README's resume command failed with the tiny recipe it names ("both resume_from_checkpoint and
+    overwrite_output_dir are set", the recipe overwrites). Every command runs as written, from a folder holding the
+    recipes; the first is killed after its first checkpoint, as README's comment says. Then the finished run is not
+    resumed again, a resume that changes what is trained is refused, and a named change trains on and is recorded."""
+    import shlex
+
+    commands = readme_resume_commands()
+    assert [c.split()[:2] for c in commands] == [["medvlm-trl", "make-tiny-model"], ["medvlm-trl", "grpo"]] + [
+        ["medvlm-trl", "grpo"]
+    ]
+    assert commands[2].endswith("--resume_from_checkpoint last")
+    (tmp_path / "recipes").symlink_to(ROOT / "recipes")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    binary = str(Path(sys.executable).parent / "medvlm-trl")
+
+    def run(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run([binary, *argv], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+
+    made = run(*shlex.split(commands[0])[1:])
+    assert made.returncode == 0, made.stderr[-3000:]
+    out = tmp_path / "runs" / "tiny" / "grpo"
+    first = subprocess.Popen(
+        [binary, *shlex.split(commands[1])[1:]], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while not (out / "checkpoint-1" / "medvlm_run.json").is_file():  # written last, by `on_save`
+            assert first.poll() is None, f"the run ended before checkpoint-1 (exit {first.returncode})"
+            assert time.monotonic() < deadline, f"no checkpoint-1 after {TIMEOUT} s"
+            time.sleep(0.05)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)  # the session started above holds this run only
+        first.wait(timeout=60)
+    assert first.returncode == -signal.SIGKILL and not (out / "model.safetensors").exists()
+
+    resumed = run(*shlex.split(commands[2])[1:])
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    record = json.loads((out / "medvlm_run.json").read_text())
+    assert record["resumed_from"] == str(Path("runs/tiny/grpo/checkpoint-1")) and record["global_step"] == 2
+    assert [entry["resumed_from"] for entry in record["history"]] == [None]  # the first run was kept, not deleted
+    assert (out / "model.safetensors").is_file() and (out / "README.md").is_file()
+
+    again = run(*shlex.split(commands[2])[1:])  # finished: transformers would train a step 3 past max_steps
+    assert again.returncode == 2 and "nothing is left to train" in again.stderr, again.stderr[-3000:]
+    changed = run(*shlex.split(commands[2])[1:], "--max_pixels", "12544")
+    assert changed.returncode == 2
+    assert "medvlm-trl grpo: error: cannot resume" in changed.stderr and "max_pixels 50176 -> 12544" in changed.stderr
+
+    # A deliberate change, named: the run trains on to step 3, and its record and card say so.
+    extended = run(*shlex.split(commands[2])[1:], "--max_steps", "3", "--allow_changed_settings", "max_steps")
+    assert extended.returncode == 0, extended.stderr[-4000:]
+    change = {"key": "max_steps", "from": 2, "to": 3, "at_step": 2, "checkpoint": "runs/tiny/grpo/checkpoint-2"}
+    record = json.loads((out / "medvlm_run.json").read_text())
+    assert record["global_step"] == 3 and record["setting_changes"] == [change]
+    assert json.loads((out / "checkpoint-3" / "medvlm_run.json").read_text())["setting_changes"] == [change]
+    card = (out / "README.md").read_text()
+    assert "| `max_steps` | `2` | `3` | 2 |" in card and "| `max_steps` | `3` |" in card

@@ -202,7 +202,7 @@ def test_resume_on_another_split_is_refused(tmp_path):
     prepare_run(make_config(output_dir=str(out)), ScriptArgs(max_train_samples=8), argv=[])
     make_checkpoint(out, 2, record=json.loads((out / RUN_FILE).read_text()))
     args = make_config(output_dir=str(out), resume_from_checkpoint="last")
-    with pytest.raises(RunSafetyError, match="another split.*max_train_samples"):
+    with pytest.raises(RunSafetyError, match="other settings than it was trained with .max_train_samples 8 -> 16"):
         prepare_run(args, ScriptArgs(max_train_samples=16), argv=[])
 
 
@@ -496,3 +496,215 @@ def test_sft_and_dpo_forward_trust_remote_code_to_trl_model_loading(tmp_path):
         args = config(output_dir=str(tmp_path), report_to="none", use_cpu=True, trust_remote_code=True)
         apply_model_init_kwargs(args, model_args)
         assert args.model_init_kwargs["trust_remote_code"] is True
+
+
+# --- a resume keeps every setting that changes what is trained (issue 17, item 1) -----------------------------------
+
+TINY_RECIPE = PACKAGE.parent / "recipes" / "tiny" / "grpo.yaml"
+BASELINE_RECIPES = {
+    "sft": PACKAGE.parent / "recipes" / "medvlm_r1" / "sft_qwen2vl_2b.yaml",
+    "dpo": PACKAGE.parent / "recipes" / "rl_medvqa" / "dpo_qwen2vl_2b_instruct.yaml",
+}
+
+
+def command_parts(command: str):
+    """The parser and `main` of a training command."""
+    from medvlm_trl import dpo, grpo, sft
+
+    return {
+        "grpo": (grpo.make_parser, grpo.main, TINY_RECIPE),
+        "sft": (sft.make_parser, sft.main, BASELINE_RECIPES["sft"]),
+        "dpo": (dpo.make_dpo_parser, dpo.main, BASELINE_RECIPES["dpo"]),
+    }[command]
+
+
+def command_argv(command: str, out: Path, *extra: str) -> list[str]:
+    _, _, recipe = command_parts(command)
+    argv = ["--config", str(recipe), "--output_dir", str(out), "--bf16", "false"]
+    if command == "grpo":  # the tiny recipe's 2 steps would leave no step to resume after checkpoint-2
+        argv += ["--max_steps", "10"]
+    else:  # the paper recipes name split files that `make-split` writes; one stands in for them
+        split_file = out.parent / "train.json"
+        if not split_file.exists():
+            split_file.write_text('{"rows": [{"id": "a"}]}')
+        argv += ["--split_file", str(split_file)]
+    return argv + list(extra)
+
+
+def prepared(command: str, argv: list[str]) -> dict:
+    """`prepare_run` as the command's `main` calls it, on the command line `argv`."""
+    make_parser, _, _ = command_parts(command)
+    script_args, training_args, model_args = make_parser().parse_args_and_config(argv, fail_with_unknown_args=True)
+    return prepare_run(training_args, script_args, argv=argv, model_args=model_args)
+
+
+def started_run(command: str, out: Path, *extra: str, step: int = 2) -> Path:
+    """A run of `command` into `out` that has saved checkpoint-`step` with its run record (as `on_save` writes it)."""
+    if not out.exists() or not any(out.iterdir()):
+        prepared(command, command_argv(command, out, *extra))
+    record = json.loads((out / RUN_FILE).read_text())
+    return make_checkpoint(out, step, record={**record, "global_step": step})
+
+
+@pytest.mark.parametrize("command", ["grpo", "sft", "dpo"])
+def test_resume_with_a_changed_training_setting_is_refused_naming_key_old_and_new_value(tmp_path, capsys, command):
+    """The issue's case: a run started at max_pixels 50176 (grpo's tiny recipe; 401408 the baselines' recipes)
+    resumed with `--max_pixels 200704` trained the rest at the new resolution, exit 0."""
+    out = tmp_path / "run"
+    started_run(command, out)
+    before = (out / RUN_FILE).read_text()
+    _, main, _ = command_parts(command)
+    changed = ["--max_pixels", "200704", "--learning_rate", "3.5e-5", "--resume_from_checkpoint", "last"]
+    assert main(command_argv(command, out, *changed)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err  # one line
+    old_pixels = prepared_settings(command, out)["max_pixels"]
+    old_rate = prepared_settings(command, out)["learning_rate"]
+    assert f"max_pixels {old_pixels} -> 200704" in err and f"learning_rate {old_rate} -> 3.5e-05" in err
+    assert "--allow_changed_settings learning_rate max_pixels" in err
+    assert (out / RUN_FILE).read_text() == before  # refused before anything was written
+
+
+def prepared_settings(command: str, out: Path) -> dict:
+    return json.loads((out / "checkpoint-2" / RUN_FILE).read_text())["settings"]
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        ["--model_name_or_path", "Qwen/Qwen2-VL-7B-Instruct"],
+        ["--prompt_template", "study"],
+        ["--reward_weights", "1.0", "2.0"],
+        ["--beta", "0.0"],
+        ["--num_generations", "4", "--per_device_train_batch_size", "8"],
+        ["--max_completion_length", "32"],
+        ["--temperature", "0.7"],
+        ["--seed", "7"],
+        ["--lr_scheduler_type", "constant"],
+        ["--max_steps", "4"],
+        ["--loss_preset", "dr_grpo"],
+        ["--max_train_samples", "8"],
+    ],
+    ids=lambda c: c[0].lstrip("-"),
+)
+def test_every_kind_of_training_setting_must_match_on_resume(tmp_path, changed):
+    out = tmp_path / "run"
+    started_run("grpo", out)
+    keys = [arg.lstrip("-") for arg in changed if arg.startswith("--")]
+    with pytest.raises(RunSafetyError, match="other settings than it was trained with") as err:
+        prepared("grpo", command_argv("grpo", out, *changed, "--resume_from_checkpoint", "last"))
+    for key in keys:
+        assert f"{key} " in str(err.value)
+
+
+def test_output_saving_logging_and_reporting_settings_may_change_on_resume(tmp_path):
+    out = tmp_path / "run"
+    started_run("grpo", out)
+    free = ["--logging_steps", "5", "--save_strategy", "steps", "--save_steps", "3", "--save_total_limit", "2"]
+    free += ["--report_to", "tensorboard", "--run_name", "second-try", "--log_completions", "false"]
+    free += ["--dataloader_num_workers", "2", "--disable_tqdm", "true"]
+    record = prepared("grpo", command_argv("grpo", out, *free, "--resume_from_checkpoint", "last"))
+    assert record["resumed_from"] == str(out / "checkpoint-2") and record["setting_changes"] == []
+
+
+def test_a_deliberate_change_is_recorded_in_the_run_record_and_the_model_card(tmp_path):
+    from medvlm_trl import grpo
+    from medvlm_trl.model_card import read_model_card
+
+    out = tmp_path / "run"
+    started_run("grpo", out)
+    argv = command_argv("grpo", out, "--max_pixels", "200704", "--allow_changed_settings", "max_pixels")
+    argv += ["--resume_from_checkpoint", "last"]
+    script_args, training_args, model_args = grpo.parse_args(argv)
+    record = prepare_run(training_args, script_args, argv=argv, model_args=model_args)
+    change = {"key": "max_pixels", "from": 50176, "to": 200704, "at_step": 2, "checkpoint": str(out / "checkpoint-2")}
+    assert record["setting_changes"] == [change]
+    assert json.loads((out / RUN_FILE).read_text())["setting_changes"] == [change]
+    grpo.write_card(script_args, training_args, model_args, rows=[{"id": "a"}], recipe=str(TINY_RECIPE))
+    assert read_model_card(out)["setting_changes"] == [change]
+    assert "| `max_pixels` | `50176` | `200704` | 2 |" in (out / "README.md").read_text()
+
+    # The next checkpoint records the new value: resuming it at 200704 needs no flag and keeps the earlier change;
+    # going back to 50176 is a change again.
+    started_run("grpo", out, step=4)
+    record = prepared("grpo", command_argv("grpo", out, "--max_pixels", "200704", "--resume_from_checkpoint", "last"))
+    assert record["setting_changes"] == [change]
+    started_run("grpo", out, step=6)
+    with pytest.raises(RunSafetyError, match="max_pixels 200704 -> 50176"):
+        prepared("grpo", command_argv("grpo", out, "--resume_from_checkpoint", "last"))
+
+
+def test_allow_changed_settings_names_only_settings_a_resume_must_keep(tmp_path):
+    out = tmp_path / "run"
+    started_run("grpo", out)
+    argv = command_argv("grpo", out, "--allow_changed_settings", "logging_steps", "max_pixel")
+    with pytest.raises(RunSafetyError, match="allow_changed_settings names logging_steps, max_pixel, which are not"):
+        prepared("grpo", argv + ["--resume_from_checkpoint", "last"])
+
+
+def test_every_free_setting_is_a_field_of_a_training_command():
+    """A misspelt name in FREE_SETTINGS would leave the real setting checked and the list lying."""
+    import dataclasses
+
+    from medvlm_trl import dpo, grpo, sft
+
+    names = {
+        f.name
+        for parser in (grpo.make_parser(), sft.make_parser(), dpo.make_dpo_parser())
+        for dc in parser.dataclass_types
+        for f in dataclasses.fields(dc)
+    }
+    assert sorted(run_safety.FREE_SETTINGS - names) == []
+
+
+def test_a_checkpoint_recorded_without_settings_is_checked_on_its_split_only(tmp_path, caplog):
+    out = tmp_path / "run"
+    started_run("grpo", out)
+    record = json.loads((out / "checkpoint-2" / RUN_FILE).read_text())
+    del record["settings"]
+    (out / "checkpoint-2" / RUN_FILE).write_text(json.dumps(record))
+    with caplog.at_level(logging.WARNING, logger="medvlm_trl.run_safety"):
+        prepared("grpo", command_argv("grpo", out, "--learning_rate", "2e-5", "--resume_from_checkpoint", "last"))
+    assert "records no settings" in caplog.text
+    with pytest.raises(RunSafetyError, match="another split"):
+        prepared("grpo", command_argv("grpo", out, "--max_train_samples", "3", "--resume_from_checkpoint", "last"))
+
+
+# --- README's resume command works with a recipe that overwrites (issue 17, item 4) ---------------------------------
+
+
+def test_a_resume_on_the_command_line_wins_over_the_recipes_overwrite(tmp_path):
+    """The tiny recipe sets `overwrite_output_dir: true`; `--resume_from_checkpoint last` used to be refused with
+    "both resume_from_checkpoint and overwrite_output_dir are set"."""
+    out = tmp_path / "run"
+    checkpoint = started_run("grpo", out)
+    assert yaml_value(TINY_RECIPE, "overwrite_output_dir") is True
+    record = prepared("grpo", command_argv("grpo", out, "--resume_from_checkpoint", "last"))
+    assert record["resumed_from"] == str(checkpoint) and checkpoint.is_dir()  # resumed, nothing deleted
+    both = command_argv("grpo", out, "--resume_from_checkpoint", "last", "--overwrite_output_dir", "true")
+    with pytest.raises(RunSafetyError, match="choose one"):  # both asked for on the command line: still refused
+        prepared("grpo", both)
+    assert checkpoint.is_dir()
+
+
+def yaml_value(path: Path, key: str):
+    import yaml
+
+    return yaml.safe_load(path.read_text())[key]
+
+
+def test_a_checkpoint_at_max_steps_is_not_resumed(tmp_path):
+    """transformers resumes a finished run by training one step past max_steps and saving it as the run's model."""
+    out = tmp_path / "run"
+    started_run("grpo", out, step=10)
+    with pytest.raises(RunSafetyError, match="checkpoint-10 is at step 10 and this run stops at max_steps 10"):
+        prepared("grpo", command_argv("grpo", out, "--resume_from_checkpoint", "last"))
+    longer = ["--max_steps", "12", "--allow_changed_settings", "max_steps", "--resume_from_checkpoint", "last"]
+    record = prepared("grpo", command_argv("grpo", out, *longer))
+    assert record["setting_changes"][0] | {"checkpoint": None} == {
+        "key": "max_steps",
+        "from": 10,
+        "to": 12,
+        "at_step": 10,
+        "checkpoint": None,
+    }

@@ -162,3 +162,17 @@ def test_an_incomplete_eval_is_marked_not_shown_as_a_finished_row(tmp_path):
     assert "† GRPO (MedVLM-R1): incomplete eval: 3 of 5 rows have predictions (rerun it to resume)" in md
     caveats = {r["row"]: r["caveats"] for r in csv.DictReader(io.StringIO(render_csv(table)))}
     assert caveats["grpo_qwen2vl_2b"].startswith("incomplete eval") and caveats["random_guess"] == ""
+
+
+def test_a_summary_value_of_the_wrong_type_is_named_by_file_and_key(tmp_path, capsys):
+    """It used to end with `could not convert string to float: 'high'`, naming neither."""
+    row = tmp_path / "grpo_qwen2vl_2b"
+    row.mkdir()
+    summary = {"modalities": {"MRI": {"n": 3, "accuracy": "high", "random_guess": 25.0}},
+               "overall": {"n": "3", "accuracy": 100.0, "random_guess": 25.0}, "rows": 5, "complete": True}  # fmt: skip
+    (row / "summary.json").write_text(json.dumps(summary))
+    assert main(["--paper", "medvlm_r1", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"{row / 'summary.json'}: wrong value type(s): modalities.MRI.accuracy is 'high', not a number" in err
+    assert "overall.n is '3', not a count" in err

@@ -27,6 +27,10 @@ questions and adds reasoning metrics (appendix B). This module runs either proto
 - Resume: rerunning the same command skips every id already in `predictions.jsonl` (a line cut off by a kill is
   dropped and redone), so an interrupted run continues where it stopped and no question is scored twice. A rerun
   with other settings (model, split, prompt, pixels, tokens, backend, dtype) into the same folder is refused.
+- `--limit N` (the first N rows, for smoke tests) is recorded in the summary (`limit`, `split_rows`) and such a
+  summary is never `complete` (`finished` says whether its N rows are done), so neither `medvlm-trl table` nor
+  `reproduce-table1` takes it for a full result. It is refused in a folder that holds predictions beyond its first N
+  rows (a fuller result it would replace) unless `--overwrite true` discards them.
 """
 
 from __future__ import annotations
@@ -145,7 +149,13 @@ class EvalArguments:
     max_pixels: int = field(
         default=DEFAULT_MAX_PIXELS, metadata={"help": "Upper pixel bound of each image (the study's 401408)."}
     )
-    limit: int | None = field(default=None, metadata={"help": "Evaluate only the first N rows (smoke tests)."})
+    limit: int | None = field(
+        default=None,
+        metadata={
+            "help": "Evaluate only the first N rows (smoke tests). Recorded in summary.json, which then never counts "
+            "as complete; refused where predictions of more rows exist (a fuller result), unless --overwrite."
+        },
+    )
     skip_bad_rows: bool = field(
         default=False, metadata={"help": "Skip and count bad rows or unreadable images instead of stopping."}
     )
@@ -565,12 +575,16 @@ def evaluate(
     config: dict | None = None,
     progress: bool = True,
     answer_rule: str = "strict",
+    limit: int | None = None,
+    split_rows: int | None = None,
 ) -> dict:
     """Generate, score and append every row not yet in `out_dir/predictions.jsonl`; write and return the summary.
 
     `generate(prompts, images) -> completions` is any generator (the HF or vLLM one, or a test double). `config` is
     recorded in `run.json` on the first run and must match on a resumed one (see `RESUME_KEYS`). A reasoning prompt is
-    scored by `answer_rule` (`strict` or `study`), the simple prompt by the letter rule.
+    scored by `answer_rule` (`strict` or `study`), the simple prompt by the letter rule. `rows` may be
+    the first `limit` of a test split of `split_rows` rows: the summary then records both and is not `complete`, and a
+    folder holding predictions of rows beyond them (a fuller result) is refused.
     """
     from tqdm.auto import tqdm
 
@@ -584,6 +598,15 @@ def evaluate(
     predictions = out / PREDICTIONS
     done = read_predictions(predictions)  # keyed by str(id): JSON may hold ids of other types
     ids = {str(row["id"]) for row in rows}
+    split_rows = len(rows) if split_rows is None else split_rows
+    limited = limit is not None and len(rows) < split_rows
+    beyond = done.keys() - ids
+    if limited and beyond:
+        raise EvalInputError(
+            f"{out} holds predictions of {len(beyond)} row(s) beyond the first {limit} that --limit {limit} covers; "
+            f"its summary would replace that fuller result: evaluate into another --out, or pass --overwrite true to "
+            f"discard the earlier predictions"
+        )
     todo = [row for row in rows if str(row["id"]) not in done]
     skipped = SkipReport()
     bar = tqdm(total=len(rows), initial=len(ids & done.keys()), desc="eval", unit="q", disable=not progress)
@@ -615,12 +638,17 @@ def evaluate(
         bar.close()
     records = [done[str(row["id"])] for row in rows if str(row["id"]) in done]
     summary = summarize(records, strict=strict, scoring=rule)
+    # Every row asked for has its prediction or was skipped as bad (a rerun would skip it again): nothing to resume.
+    finished = len(records) + skipped.total == len(rows)
     summary.update(
         {
             "config": config,
             "rows": len(rows),
-            # Every row has its prediction or was skipped as bad (a rerun would skip it again): nothing left to resume.
-            "complete": len(records) + skipped.total == len(rows),
+            "limit": limit,
+            "split_rows": split_rows,
+            "finished": finished,
+            # ... and those rows are the whole test split: a limited eval is never a complete one.
+            "complete": finished and not limited,
             "skipped": {"total": skipped.total, "counts": dict(skipped.counts), "examples": skipped.examples},
             "stale_predictions": len(done.keys() - ids),
         }
@@ -705,6 +733,7 @@ def run_eval(args: EvalArguments, generator: Generator | None = None) -> dict:
         raise
     except (ValueError, OSError) as err:  # the data layer: an unknown dataset, a split file of another split, ...
         raise EvalInputError(f"split {args.split!r}: {err}") from err
+    split_rows = len(rows)
     if args.limit is not None:
         rows = rows[: args.limit]
     if not rows:
@@ -741,6 +770,8 @@ def run_eval(args: EvalArguments, generator: Generator | None = None) -> dict:
         config=config,
         progress=args.progress,
         answer_rule=args.answer_rule,
+        limit=args.limit,
+        split_rows=split_rows,
     )
     if report.total:
         summary["skipped"]["load"] = {"total": report.total, "counts": dict(report.counts)}
@@ -770,10 +801,15 @@ def main(argv: list[str] | None = None) -> int:
     """`medvlm-trl eval --model PATH_OR_ID --split FILE_OR_NAME --prompt r1|simple|study [--out DIR] ...`."""
     from trl import TrlParser
 
+    from medvlm_trl.grpo import check_recipe, one_line_errors
+
     parser = TrlParser(EvalArguments, prog="medvlm-trl eval", description=__doc__.split("\n\n")[0])
+    one_line_errors(parser)  # a bad flag value: one line naming the flag, not the usage text
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        check_recipe(argv, parser)  # a --config YAML: unknown keys and wrong value types, named by file and key
         (args,) = parser.parse_args_and_config(argv)
-    except ValueError as err:  # EvalArguments.__post_init__ names the bad argument
+    except ValueError as err:  # EvalArguments.__post_init__ names the bad argument; RecipeError is a ValueError
         print(f"medvlm-trl eval: {err}", file=sys.stderr)
         return 2
     try:
@@ -782,6 +818,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"medvlm-trl eval: {err}", file=sys.stderr)
         return 2
     print(format_summary(summary))
+    if summary["limit"] is not None and not summary["complete"]:
+        print(f"limited eval: the first {summary['rows']} of {summary['split_rows']} rows (--limit), not a full result")
     print(f"wrote {Path(args.out) / SUMMARY}")
     return 0
 

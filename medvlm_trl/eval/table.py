@@ -16,7 +16,8 @@ Every cell reads `ours / paper (ours - paper)`. A row without results reads `mis
 lack (a modality not in its test rows, a metric not computed) reads `—`; a cell the paper leaves empty reads `n.a.`; a
 mark the paper prints beside a value (the study's `*`) follows it, explained in the notes. The notes also name the
 scoring rule each row's eval used (`strict`, `study` or `letter`, see `medvlm_trl.eval.scoring`). A row whose eval
-skipped bad test rows or is incomplete is marked `†`, with the reason in the notes.
+skipped bad test rows, was limited to its first rows (`--limit`) or is incomplete is marked `†`, with the reason and
+the row count in the notes. A summary value of the wrong type is an error naming the file and the key.
 Written to `--out` (default RESULTS_DIR): `table1_<paper>.md`, `table1_<paper>.csv`
 (one line per cell) and `table1_<paper>.png`, bar charts of every column (matplotlib, Agg backend): our values as
 bars, the published ones as black ticks (the study's metrics with their std as error bars, one panel per column).
@@ -52,7 +53,7 @@ PAPERS = ("medvlm_r1", "rl_medvqa")
 MISSING = "missing"  # no results folder for the row
 ABSENT = "—"  # the row has results, but not this value (a modality not in its test rows, a metric not computed)
 NOT_AVAILABLE = "n.a."  # the paper leaves the cell empty
-CAVEAT = "†"  # the row's eval skipped bad test rows or is incomplete: its numbers are over fewer rows than the paper's
+CAVEAT = "†"  # the row's eval skipped bad test rows, was limited or is incomplete: over fewer rows than the paper's
 
 
 @dataclass
@@ -103,6 +104,34 @@ def _lookup(summary: dict, dotted: str) -> Any:
     return node
 
 
+# The types of the summary values the table reads, by key wherever they appear (see `medvlm_trl.eval.run.evaluate`).
+NUMBER_KEYS = {"accuracy", "random_guess", "average", "correct", "mean", "std"}
+COUNT_KEYS = {"n", "rows", "split_rows", "limit", "total"}
+FLAG_KEYS = {"complete", "finished"}
+
+
+def _wrong_types(node: Any, where: str = "") -> list[str]:
+    """`key: value` for every value of `node` (a summary, recursively) of another type than the table reads."""
+    problems = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            name = f"{where}.{key}" if where else str(key)
+            is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if key in NUMBER_KEYS and value is not None and not is_number:
+                problems.append(f"{name} is {value!r}, not a number")
+            elif key in COUNT_KEYS and value is not None and not (is_number and float(value).is_integer()):
+                problems.append(f"{name} is {value!r}, not a count")
+            elif key in FLAG_KEYS and not isinstance(value, bool):
+                problems.append(f"{name} is {value!r}, not true/false")
+            elif key == "counts" and isinstance(value, dict):
+                problems += [f"{name}.{k} is {v!r}, not a count" for k, v in value.items() if type(v) is not int]
+            elif key in ("modalities", "overall", "skipped", "load") and not isinstance(value, dict):
+                problems.append(f"{name} is {value!r}, not a mapping")
+            else:
+                problems += _wrong_types(value, name)
+    return problems
+
+
 def _read_summary(folder: Path) -> dict | None:
     path = folder / SUMMARY
     if not path.is_file():
@@ -113,12 +142,16 @@ def _read_summary(folder: Path) -> dict | None:
         raise ValueError(f"{path}: not JSON ({err})") from err
     if not isinstance(summary, dict) or "modalities" not in summary or "overall" not in summary:
         raise ValueError(f"{path}: not an eval summary (no 'modalities' / 'overall'); write it with medvlm-trl eval")
+    wrong = _wrong_types(summary)
+    if wrong:
+        raise ValueError(f"{path}: wrong value type(s): {'; '.join(wrong)}")
     return summary
 
 
 def _caveats(summary: dict | None) -> list[str]:
     """Why a row's numbers are over fewer test rows than asked for: bad rows skipped (`--skip_bad_rows`, when loading
-    or when decoding an image) or an eval stopped before every row had its prediction."""
+    or when decoding an image), an eval limited to the first rows (`--limit`) or one stopped before every row had its
+    prediction."""
     if summary is None:
         return []
     caveats = []
@@ -131,8 +164,12 @@ def _caveats(summary: dict | None) -> list[str]:
     if total:
         reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(counts.items()))
         caveats.append(f"{total} bad test row(s) skipped ({reasons})")
-    if summary.get("complete") is False:
-        n = (summary.get("overall") or {}).get("n")
+    n = (summary.get("overall") or {}).get("n")
+    if summary.get("limit") is not None and summary.get("complete") is False:
+        caveats.append(
+            f"limited eval (--limit {summary['limit']}): {n} of {summary.get('split_rows')} test rows have predictions"
+        )
+    elif summary.get("complete") is False:
         caveats.append(f"incomplete eval: {n} of {summary.get('rows')} rows have predictions (rerun it to resume)")
     return caveats
 
@@ -278,7 +315,7 @@ def render_markdown(table: Table) -> str:
         "",
         f"Each cell: ours / paper (ours − paper). `{MISSING}`: no results for the row; `{ABSENT}`: the row's results "
         f"lack this value; `{NOT_AVAILABLE}`: the paper leaves this cell empty; `{CAVEAT}`: the row's eval skipped "
-        "bad test rows or is incomplete (see the notes below).",
+        "bad test rows, was limited to its first rows or is incomplete (see the notes below).",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "|".join(["---"] + ["---:"] * len(table.columns)) + "|",
