@@ -151,9 +151,11 @@ def resolve_columns(mapping: dict, columns: Sequence[str], key: str = "dataset_c
 
     def need(name: str, column: str) -> str:
         if column not in columns:
-            given = name in mapping
-            what = f"{key}[{name!r}] is {column!r}" if given else f"no {name!r} column (set {key}[{name!r}])"
-            raise ValueError(f"{what}, but the data has no such column; its columns are {columns}")
+            if name in mapping:
+                raise ValueError(
+                    f"{key}[{name!r}] is {column!r}, but the data has no such column; its columns are {columns}"
+                )
+            raise ValueError(f"the data has no {column!r} column (set {key}[{name!r}]); its columns are {columns}")
         return column
 
     question = need("question", mapping.get("question", "question"))
