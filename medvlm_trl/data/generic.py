@@ -253,7 +253,9 @@ def answer_letter(value: Any, options: Sequence[str], row_id: str) -> str:
         return LETTERS[matches[0]]
     if len(matches) > 1:
         raise BadRowError(row_id, "ambiguous_answer", f"answer {text!r} is the text of {len(matches)} options")
-    raise BadRowError(row_id, "answer_not_in_options", f"answer {text!r}, options {list(options)}, letters {letters}")
+    if len(text) == 1 and text.upper() in LETTERS:  # a letter beyond the options: as the row check words it
+        raise BadRowError(row_id, "answer_not_in_options", f"answer {text!r}, letters {letters}")
+    raise BadRowError(row_id, "answer_not_in_options", f"answer {text!r}, options {list(options)}")
 
 
 def _image(value: Any, root: Path | None, where: str) -> tuple[Any, str | None, str]:
