@@ -103,7 +103,8 @@ class MedVLMScriptArguments:
         default=None,
         metadata={
             "help": "A local copy of the dataset (or its hub id); default: the dataset's hub id, or for `sample` its "
-            "cached build."
+            "cached build. For data read through `datasets` (`csv`, `json`, a hub id, ...): `load_dataset`'s "
+            "`data_dir`, a folder of data files (or a hub repository's sub-folder)."
         },
     )
     split_file: str | None = field(

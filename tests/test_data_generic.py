@@ -304,3 +304,31 @@ def test_leakage_audit_before_training_sees_a_question_on_a_test_image(tmp_path)
         assert split_main([*argv, "--test_size", "4", "--seed", str(seed), "--out-dir", str(out)]) == 0
         sides = [{r["id"] for r in json.loads((out / f"{s}.json").read_text())["rows"]} for s in ("train", "test")]
         assert not ({"q00", "twin"} & sides[0] and {"q00", "twin"} & sides[1])
+
+
+def test_a_hub_id_that_cannot_be_fetched_is_one_line(tmp_path):
+    with pytest.raises(ValueError) as err:
+        load_rows("someone/no-such-vqa-set", "train")  # the suite runs offline (HF_DATASETS_OFFLINE=1)
+    assert str(err.value).startswith("datasets could not load 'someone/no-such-vqa-set' (") and "\n" not in str(
+        err.value
+    )
+
+
+def test_rows_from_a_dataset_in_hand():
+    from datasets import Dataset
+
+    from medvlm_trl.data.generic import rows_from_dataset
+
+    ds = Dataset.from_dict(
+        {
+            "q": ["Which?", "Which?"],
+            "opts": [["CT", "MRI"], ["CT", "MRI"]],
+            "a": ["MRI", "C"],
+            "img": [png_bytes(1)] * 2,
+        }
+    )
+    columns = {"question": "q", "options": "opts", "answer": "a", "image": "img"}
+    report = SkipReport()
+    rows = rows_from_dataset(ds, dataset_columns=columns, source="mine", skip_bad_rows=True, report=report)
+    assert [r["answer"] for r in rows] == ["B"] and rows[0]["source"] == "mine"
+    assert dict(report.counts) == {"answer_not_in_options": 1}

@@ -1,5 +1,5 @@
 """Your own data through every command of the CLI: a CSV beside an image folder and a JSONL with images as bytes are
-split (`make-split dataset`, by modality), audited, trained on with GRPO and SFT for two steps (the leakage audit
+split (`make-split dataset`, by modality), audited, trained on with GRPO and SFT (the CSV also DPO) for two steps (the leakage audit
 against the test manifest runs first) and every trained model is evaluated per modality; bad rows end a command with
 the one-line errors of the built-in loaders, or are counted with `skip_bad_rows`."""
 
@@ -28,6 +28,8 @@ GRPO = {
     "use_vllm": False,
 }
 SFT = {"dtype": "float32", "prompt_template": "simple", "completion_only_loss": True, "max_length": None}
+DPO = {"dtype": "float32", "prompt_template": "simple", "beta": 0.1, "max_length": None}
+METHODS = {"grpo": GRPO, "sft": SFT, "dpo": DPO}
 COMMON = {
     "max_pixels": 12544,
     "per_device_train_batch_size": 2,
@@ -55,7 +57,7 @@ def cli(tmp_path, *args, ok=True):
 
 
 def recipe(tmp_path, name, data, method, **extra):
-    body = {**(GRPO if method == "grpo" else SFT), **COMMON, **data, **extra}
+    body = {**METHODS[method], **COMMON, **data, **extra}
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(body))
     return path
@@ -80,7 +82,8 @@ def test_split_train_grpo_and_sft_and_evaluate_each(make_data, tiny_vlm, tmp_pat
         "--by_modality", "--out-dir", splits)  # fmt: skip
     cli(tmp_path, "audit-split", splits / "train.json", splits / "test.json")
     split = {"split_file": str(splits / "train.json"), "test_manifests": [str(splits / "test.json")]}
-    for method in ("grpo", "sft"):
+    # DPO shares SFT's data path (`train_baseline`); trained once, on the CSV, to keep the test short.
+    for method in ("grpo", "sft", "dpo") if data["dataset_name"] == "csv" else ("grpo", "sft"):
         out = tmp_path / method
         path = recipe(tmp_path, method, {**data, **split}, method, model_name_or_path=tiny_vlm, output_dir=str(out))
         cli(tmp_path, method, "--config", path)
@@ -111,7 +114,7 @@ def test_bad_rows_end_each_command_with_one_line_or_are_counted(tiny_vlm, tmp_pa
     path = write_csv_dataset(tmp_path / "my_data", edit=_spoil)
     data = {"dataset_name": "csv", "data_files": [str(path)], "dataset_columns": {"id": "qid"}}
     expected = "row 'q02': answer_not_in_options (answer 'E', letters ABCD)"
-    for method in ("grpo", "sft"):
+    for method in ("grpo", "sft", "dpo"):
         path = recipe(tmp_path, method, data, method, model_name_or_path=tiny_vlm, output_dir=str(tmp_path / method))
         result = cli(tmp_path, method, "--config", path, ok=False)
         assert (

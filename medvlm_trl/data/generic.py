@@ -445,27 +445,57 @@ def load_generic(
     source: str | None = None,
 ) -> list[dict]:
     """Contract rows of one split of any dataset `datasets` can load; see the module docstring."""
-    from datasets import Image
-
     if check_images not in CHECK_IMAGES:
         raise ValueError(f"check_images must be one of {CHECK_IMAGES}, not {check_images!r}")
-    mapping = parse_columns(dataset_columns)
+    parse_columns(dataset_columns)  # a bad mapping is refused before any file is read
     data_dir = os.fspath(data_dir) if data_dir is not None else None
     ds = load_dataset_split(
         dataset_name, split, data_files=data_files, data_dir=data_dir, dataset_config=dataset_config
     )
-    cmap = resolve_columns(mapping, ds.column_names)
+    root = Path(image_root).expanduser() if image_root is not None else None
+    return rows_from_dataset(
+        ds,
+        dataset_columns=dataset_columns,
+        image_root=root or default_image_root(dataset_name, data_files, data_dir),
+        source=source or default_source(dataset_name, data_files, data_dir),
+        check_images=check_images,
+        skip_bad_rows=skip_bad_rows,
+        report=report,
+    )
+
+
+def rows_from_dataset(
+    ds,
+    *,
+    dataset_columns: dict | str | None = None,
+    image_root: str | os.PathLike | None = None,
+    source: str = "dataset",
+    check_images: str = "exists",
+    skip_bad_rows: bool = False,
+    report: SkipReport | None = None,
+) -> list[dict]:
+    """Contract rows of a `datasets.Dataset` already in hand (what `load_generic` does once it has loaded one).
+
+    >>> from datasets import Dataset
+    >>> ds = Dataset.from_dict({"question": ["Which?"], "options": [["CT", "MRI"]], "answer": ["MRI"],
+    ...                         "image": [b"PNG bytes"]})
+    >>> rows_from_dataset(ds, source="mine")[0]["answer"]
+    'B'
+    """
+    from datasets import Image
+
+    if check_images not in CHECK_IMAGES:
+        raise ValueError(f"check_images must be one of {CHECK_IMAGES}, not {check_images!r}")
+    cmap = resolve_columns(parse_columns(dataset_columns), ds.column_names)
     if isinstance(ds.features.get(cmap.image), Image):
         ds = ds.cast_column(cmap.image, Image(decode=False))  # lazy: bytes or a path, decoded where used
     root = Path(image_root).expanduser().resolve() if image_root is not None else None
-    root = root or default_image_root(dataset_name, data_files, data_dir)
-    source = source or default_source(dataset_name, data_files, data_dir)
     report = report if report is not None else SkipReport()
     converted = converted_rows(ds, cmap, root, source, skip_bad_rows, report)
     extra = None if check_images == "none" else image_check(check_images)
     rows = list(filter_rows(converted, skip_bad_rows, report, extra))
     if report.total:
-        logger.warning("%s: %s", dataset_name, report)
+        logger.warning("%s: %s", source, report)
     return rows
 
 

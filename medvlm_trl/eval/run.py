@@ -9,8 +9,9 @@ questions and adds reasoning metrics (appendix B). This module runs either proto
 - Rows: a registered dataset's test split (`medvlm_trl.data.registry.load_rows(name, "test")`; `sample` is the
   embedded sample set), or a split file: with `--dataset NAME` the data layer reads it (e.g. MedVLM-R1's manifest with
   `--dataset huatuo`), without it the file must hold contract rows (a JSON list or JSONL; relative image paths are
-  read against `--data_dir`, else the file's folder). Bad rows raise an error naming the row, or are skipped and
-  counted with `--skip_bad_rows`.
+  read against `--data_dir`, else the file's folder). A manifest written by `make-split dataset` records how its
+  data is read (`medvlm_trl.data.generic`: dataset name, data files, column mapping), so it needs no `--dataset`.
+  Bad rows raise an error naming the row, or are skipped and counted with `--skip_bad_rows`.
 - Prompts: built by `medvlm_trl.data.prompts` from the row and `--prompt r1|simple|study`; images are loaded and
   resized once by `medvlm_trl.data.images.prepare_image` to `--min_pixels`/`--max_pixels` (default 401408, the
   study's bound), and the processor is given the same bounds, so it does not resize them again.
@@ -99,7 +100,10 @@ class EvalArguments:
     )
     split: str = field(
         default="sample",
-        metadata={"help": "Test rows: a registered dataset name (`sample`, `huatuo`, `pmc_vqa`) or a split file."},
+        metadata={
+            "help": "Test rows: a registered dataset name (`sample`, `huatuo`, `pmc_vqa`, `omnimedvqa`; or data for "
+            "`datasets`, e.g. `csv` with --data_files, whose `test` split is read) or a split file."
+        },
     )
     prompt: Literal["r1", "simple", "study"] = field(
         default="r1",
@@ -112,7 +116,8 @@ class EvalArguments:
         default=None,
         metadata={
             "help": "Registered dataset that reads `--split` when it is a split file (e.g. `huatuo` for "
-            "MedVLM-R1's manifest). Without it a split file must hold contract rows."
+            "MedVLM-R1's manifest). Not needed for a manifest of `make-split dataset`, which records how its data "
+            "is read. Otherwise, without it a split file must hold contract rows."
         },
     )
     data_dir: str | None = field(
