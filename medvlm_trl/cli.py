@@ -17,7 +17,7 @@ COMMANDS = {
     "dpo": ("medvlm_trl.dpo:main", "DPO baseline from a YAML recipe"),
     "eval": ("medvlm_trl.eval.run:main", "evaluate a model on a test split (resumable JSONL)"),
     "table": ("medvlm_trl.eval.table:main", "render a paper's Table 1 from result folders"),
-    "make-split": ("medvlm_trl.data.splits:main", "write a split manifest (MedVLM-R1, PMC-VQA subsets)"),
+    "make-split": ("medvlm_trl.data.splits:main", "write split manifests (MedVLM-R1, PMC-VQA subsets, your own data)"),
     "audit-split": ("medvlm_trl.data.audit:main", "find test items leaked into a training split"),
     "demo": ("medvlm_trl.demo:main", "tiny model + sample data: eval, GRPO, eval, table"),
     "reproduce-table1": ("medvlm_trl.reproduce:main", "run every recipe of a paper's Table 1, then render it"),

@@ -65,14 +65,46 @@ class MedVLMScriptArguments:
         metadata={
             "help": "Dataset to train on, by its `medvlm_trl.data.registry` name: `sample` (the embedded "
             "real-image sample set), `huatuo` (the HuatuoGPT-Vision evaluation data MedVLM-R1 draws its 600 MRI "
-            "training questions from; needs `split_file`) or `pmc_vqa`."
+            "training questions from; needs `split_file`), `pmc_vqa` or `omnimedvqa`; or your own data as "
+            "`datasets.load_dataset` names it: `csv`, `json`, `parquet`, `arrow`, `imagefolder` (with `data_files` "
+            "or `data_dir`), a hub id or a local path, mapped with `dataset_columns` (`medvlm_trl.data.generic`)."
+        },
+    )
+    data_files: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Your own data's files (one or several paths or globs: JSON / JSONL, CSV, Parquet), read by "
+            "`datasets.load_dataset(dataset_name, data_files=...)`; a plain list is the dataset's `train` split."
+        },
+    )
+    dataset_config: str | None = field(
+        default=None,
+        metadata={"help": "The `datasets` configuration name of a hub dataset (`load_dataset(..., name=...)`)."},
+    )
+    dataset_columns: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "Which column holds each row field, for data read through `datasets`: a mapping (YAML) or JSON "
+            "object (command line) with keys `question`, `options` (a column holding a list, or a list of columns, "
+            "one per letter), `answer` (a letter or the option's text), `image` (a path relative to the data "
+            "files' folder or `image_root`, bytes, base64 data URI or a `datasets` Image), `modality`, `id`, "
+            "`source`. Unset keys default to the column of the key's own name where it exists (options: also "
+            "columns A, B, ...)."
+        },
+    )
+    image_root: str | None = field(
+        default=None,
+        metadata={
+            "help": "Folder that relative image paths are read from (data read through `datasets`: default the "
+            "data files' folder; `huatuo`, `pmc_vqa`, `omnimedvqa`: default their own image folder)."
         },
     )
     data_dir: str | None = field(
         default=None,
         metadata={
             "help": "A local copy of the dataset (or its hub id); default: the dataset's hub id, or for `sample` its "
-            "cached build."
+            "cached build. For data read through `datasets` (`csv`, `json`, a hub id, ...): `load_dataset`'s "
+            "`data_dir`, a folder of data files (or a hub repository's sub-folder)."
         },
     )
     split_file: str | None = field(
@@ -118,6 +150,12 @@ class MedVLMScriptArguments:
             raise ValueError(f"max_train_samples must be at least 1, got {self.max_train_samples}")
         if isinstance(self.test_manifests, str):  # a single path written as a YAML scalar
             self.test_manifests = [self.test_manifests]
+        if isinstance(self.data_files, str):
+            self.data_files = [self.data_files]
+        if self.dataset_columns is not None:
+            from medvlm_trl.data.generic import parse_columns
+
+            self.dataset_columns = parse_columns(self.dataset_columns) or None
 
 
 @dataclass

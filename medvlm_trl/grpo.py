@@ -143,6 +143,7 @@ def unknown_keys(keys, known: set[str]) -> list[str]:
 
 def load_train_rows(script_args: MedVLMScriptArguments) -> list[dict]:
     """Contract rows from the registry (bad rows raised, or dropped and counted), cut to `max_train_samples`."""
+    from medvlm_trl.data.generic import script_data_kwargs
     from medvlm_trl.data.images import ImageLoadError
     from medvlm_trl.data.registry import load_rows
     from medvlm_trl.data.schema import BadRowError, SkipReport
@@ -156,6 +157,7 @@ def load_train_rows(script_args: MedVLMScriptArguments) -> list[dict]:
             split_file=script_args.split_file,
             skip_bad_rows=script_args.skip_bad_rows,
             report=report,
+            **script_data_kwargs(script_args),
         )
     except (BadRowError, ImageLoadError):
         raise
@@ -332,6 +334,7 @@ CARD_KEYS = (
 
 def write_card(script_args, training_args, model_args, rows: list[dict], recipe: str | None) -> None:
     """The model card (`medvlm_trl.model_card`): base model, split fingerprint, recipe and hyper-parameters."""
+    from medvlm_trl.data.generic import dataset_label
     from medvlm_trl.model_card import run_hyperparameters, split_fingerprint, write_model_card
     from medvlm_trl.run_safety import setting_changes
 
@@ -339,7 +342,7 @@ def write_card(script_args, training_args, model_args, rows: list[dict], recipe:
         training_args.output_dir,
         base_model=model_args.model_name_or_path,
         method="grpo" if training_args.loss_preset is None else training_args.loss_preset,
-        dataset_name=script_args.dataset_name,
+        dataset_name=dataset_label(script_args),
         split=script_args.dataset_train_split,
         split_id=split_fingerprint(rows),
         split_file=script_args.split_file,

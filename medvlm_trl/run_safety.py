@@ -76,6 +76,8 @@ RESUME_LAST = {"true", "last", "latest", "yes", "1"}
 RESUME_NONE = {"", "false", "no", "none", "0"}
 # Script-argument fields that decide which rows a run trains on (a dataset's location is not part of its identity).
 SPLIT_ID_FIELDS = ("dataset_name", "dataset_train_split", "max_train_samples", "skip_bad_rows")
+# Part of the identity only when set (data read through `datasets`), so runs recorded without them keep their id.
+SPLIT_ID_OPTIONAL_FIELDS = ("dataset_config", "dataset_columns")
 VERSION_PACKAGES = ("medvlm-trl", "trl", "transformers", "torch", "accelerate", "peft", "datasets", "deepspeed")
 # Settings that do not change what is trained, so a resume may change them (README, "runs that are safe to stop"):
 # where the run is written and how often it is saved, what is logged and where it is reported, evaluation settings
@@ -326,6 +328,9 @@ def split_info(script_args: Any = None) -> dict[str, Any]:
     if script_args is not None:
         for name in SPLIT_ID_FIELDS:
             if hasattr(script_args, name):
+                info[name] = getattr(script_args, name)
+        for name in SPLIT_ID_OPTIONAL_FIELDS:
+            if getattr(script_args, name, None) is not None:
                 info[name] = getattr(script_args, name)
     split_file = getattr(script_args, "split_file", None)
     if split_file:

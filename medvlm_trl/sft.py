@@ -178,6 +178,7 @@ def apply_model_init_kwargs(training_args, model_args) -> None:
 
 def save_trained(trainer, script_args, training_args, model_args, *, method: str, rows: list[dict], recipe: str | None):
     """Save the final model (LoRA merged when asked), its processor and the model card into `output_dir`."""
+    from medvlm_trl.data.generic import dataset_label
     from medvlm_trl.model_card import split_fingerprint, write_model_card
     from medvlm_trl.run_safety import setting_changes
 
@@ -197,7 +198,7 @@ def save_trained(trainer, script_args, training_args, model_args, *, method: str
             out,
             base_model=model_args.model_name_or_path,
             method=method,
-            dataset_name=script_args.dataset_name,
+            dataset_name=dataset_label(script_args),
             split=script_args.dataset_train_split,
             split_id=split_fingerprint(rows),
             split_file=script_args.split_file,

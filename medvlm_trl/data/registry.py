@@ -5,6 +5,8 @@
 | `sample`  | the embedded real-image sample set (`medvlm_trl.data.sample`) | `train`, `test` |
 | `huatuo`  | HuatuoGPT-Vision evaluation data (`medvlm_trl.data.huatuo`)   | `test` (the whole data, the hub's one split); any split a split file names |
 | `pmc_vqa` | PMC-VQA (`medvlm_trl.data.pmc_vqa`)                           | `train`, `test`, `test_clean` (version 1) |
+| `omnimedvqa` | OmniMedVQA (`medvlm_trl.data.omnimedvqa`)                  | `test` (the whole data); any split a split file names |
+| `csv`, `json`, `parquet`, `arrow`, `imagefolder`, a hub id, a local path | your own data, read by `datasets` with a column mapping (`medvlm_trl.data.generic`) | the dataset's own splits (a plain file list: `train`); any split a split file names |
 
 A `split_file` (a manifest from `medvlm-trl make-split`, or the MedVLM-R1 authors' test file) selects the rows it
 names, in its order; its split must be the one asked for, so a test manifest can never be loaded as training data.
@@ -22,13 +24,25 @@ from pathlib import Path
 from medvlm_trl.data.manifest import load_manifest, select_rows
 from medvlm_trl.data.schema import SkipReport, filter_rows
 
-DATASETS = ("sample", "huatuo", "pmc_vqa")
+DATASETS = ("sample", "huatuo", "pmc_vqa", "omnimedvqa")
 # Keyword arguments each loader accepts besides the common ones.
 _LOADER_KWARGS = {
     "sample": set(),
     "huatuo": {"image_root", "check_images"},
     "pmc_vqa": {"image_root", "check_images", "version", "subset_size"},
+    "omnimedvqa": {"image_root", "check_images", "access"},
 }
+
+
+def loader_kwargs(name: str) -> set[str]:
+    """The loader options of dataset `name` (a named loader's, or those of data read through `datasets`)."""
+    from medvlm_trl.data.generic import LOADER_KWARGS
+
+    return _LOADER_KWARGS.get(name, LOADER_KWARGS)
+
+
+def _skip(skip_bad_rows: bool, report: SkipReport) -> dict:
+    return {"skip_bad_rows": skip_bad_rows, "report": report}
 
 
 def _load_base(name: str, split: str, data_dir, skip_bad_rows: bool, report: SkipReport, kw: dict) -> list[dict]:
@@ -37,6 +51,14 @@ def _load_base(name: str, split: str, data_dir, skip_bad_rows: bool, report: Ski
 
         rows = load_sample(split, root=data_dir)
         return list(filter_rows(rows, skip_bad_rows, report))
+    if name not in DATASETS or name == "omnimedvqa":  # read through `datasets` (medvlm_trl.data.generic)
+        from medvlm_trl.data import generic, omnimedvqa
+
+        if name == "omnimedvqa":
+            return omnimedvqa.load_omnimedvqa(
+                data_dir or omnimedvqa.HUB_ID, split, **kw, **_skip(skip_bad_rows, report)
+            )
+        return generic.load_generic(name, split, data_dir=data_dir, **kw, **_skip(skip_bad_rows, report))
     if name == "huatuo":
         from medvlm_trl.data.huatuo import HUB_ID, load_huatuo
 
@@ -66,9 +88,14 @@ def load_rows(
     subset that `make-split pmc-vqa` writes; training subsets must come from a split file, as they are drawn clean
     of the test subset). Loader options (`image_root`, `check_images`, `version`) pass through.
     """
-    if dataset_name not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset_name!r}; choose one of {list(DATASETS)}")
-    unknown = set(kw) - _LOADER_KWARGS[dataset_name]
+    from medvlm_trl.data.generic import FILE_BUILDERS, check_manifest_data, is_generic
+
+    if dataset_name not in DATASETS and not is_generic(dataset_name):
+        raise ValueError(
+            f"unknown dataset {dataset_name!r}; choose one of {list(DATASETS)}, or name data for `datasets`: "
+            f"{', '.join(FILE_BUILDERS)} (with data_files), a hub id (owner/name) or a local path"
+        )
+    unknown = set(kw) - loader_kwargs(dataset_name)
     if unknown:
         raise TypeError(f"load_rows({dataset_name!r}) got unexpected keyword argument(s) {sorted(unknown)}")
     report = report if report is not None else SkipReport()
@@ -90,6 +117,9 @@ def load_rows(
                     f"split file {Path(split_file).name} is of PMC-VQA version {version}, not {kw['version']}"
                 )
             base_split = manifest.settings.get("test_split", "test") if split == "test" else "train"
+        elif dataset_name not in ("sample", "huatuo"):  # OmniMedVQA and data read through `datasets`
+            check_manifest_data(manifest, kw, Path(split_file).name)
+            base_split = manifest.settings.get("source_split", split)
         else:
             base_split = "test" if dataset_name == "huatuo" else split
         rows = select_rows(_load_base(dataset_name, base_split, data_dir, skip_bad_rows, report, kw), manifest)

@@ -15,7 +15,12 @@ questions are all OmniMedVQA rows, and a keyword guess should not decide what co
 The RL-MedVQA study trains on a 10K subset of PMC-VQA's training CSV and tests on a 7K subset of its test CSV;
 `pmc_vqa_subsets` draws both with the seed, the training rows again from those the audit finds clean.
 
-`medvlm-trl make-split medvlm-r1|pmc-vqa ...` writes `train.json` and `test.json` into `--out-dir`.
+Your own data (`medvlm_trl.data.generic`, or OmniMedVQA): `dataset_split` draws a seeded test split, a fraction
+or a count of the rows (per modality with `by_modality`), and trains on every other row the audit finds clean of it;
+the manifests record how the data was read (`settings.data`), so `medvlm-trl eval --split test.json` reads the same
+rows.
+
+`medvlm-trl make-split medvlm-r1|pmc-vqa|dataset ...` writes `train.json` and `test.json` into `--out-dir`.
 """
 
 from __future__ import annotations
@@ -86,7 +91,7 @@ def seeded_order(rows: Sequence[dict], seed: int, purpose: str) -> list[dict]:
 
 def draw_clean(
     pool: Sequence[dict],
-    size: int,
+    size: int | None,
     *,
     seed: int,
     test: SplitManifest | None,
@@ -97,13 +102,15 @@ def draw_clean(
 ) -> tuple[list[dict], list[dict], Counter]:
     """Draw `size` rows from `pool` in seeded order, passing over every row the audit matches in `test` (if any).
 
-    Equivalent to a seeded sample of the pool minus all matches, but decodes only the images it looks at. An image
+    `size=None` takes every clean row. Equivalent to a seeded sample of the pool minus all matches, but decodes only the images it looks at. An image
     that cannot be read raises `ImageLoadError` naming the row, or, given a `report` (`skip_bad_rows`), is counted
     there as `unreadable_image` and passed over. Returns the rows, their manifest entries (hashed) and the count of
     passed-over rows per criterion.
     """
     index = LeakIndex(test, criteria, near_threshold) if test is not None else None
     rows, entries, excluded = [], [], Counter()
+    if size is None:  # every row clean of the test split
+        size = -1
     for row in seeded_order(pool, seed, purpose):
         try:
             entry = entry_for_row(row, hash_images=True)
@@ -121,6 +128,8 @@ def draw_clean(
         entries.append(entry)
         if len(rows) == size:
             return rows, entries, excluded
+    if size == -1:
+        return rows, entries, excluded
     what = "clean of the test split" if test is not None else "readable"
     raise ValueError(
         f"only {len(rows)} of {len(pool)} candidate rows are {what}, {size} needed (passed over: {dict(excluded)})"
@@ -131,7 +140,7 @@ def _split_clean_of_test(
     test_rows: Sequence[dict],
     test_entries: list[dict] | None,
     pool: Sequence[dict],
-    train_size: int,
+    train_size: int | None,
     *,
     dataset: str,
     name: str,
@@ -260,6 +269,63 @@ def pmc_vqa_subsets(
     )
 
 
+def dataset_split(
+    rows: Sequence[dict],
+    *,
+    dataset: str,
+    name: str = "",
+    seed: int = 42,
+    test_size: float = 0.2,
+    by_modality: bool = False,
+    train_size: int | None = None,
+    criteria: Sequence[str] = CRITERIA,
+    near_threshold: int = NEAR_THRESHOLD,
+    settings: dict | None = None,
+    report: SkipReport | None = None,
+) -> tuple[SplitManifest, SplitManifest, dict]:
+    """A seeded train/test split of any dataset's rows: `(train manifest, test manifest, info)`.
+
+    `test_size` below 1 is a fraction of the rows (of each modality's rows with `by_modality`), rounded, at least one
+    row; 1 or more is a row count (per modality with `by_modality`). The training split is every other row the audit
+    finds clean of the test split (or `train_size` of them, drawn with the seed).
+    """
+    if test_size <= 0:
+        raise ValueError(f"test_size must be a fraction in (0, 1) or a row count, got {test_size}")
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(str(row["modality"]) if by_modality else "all", []).append(row)
+    test_rows, test_entries = [], []
+    for group, pool in sorted(groups.items()):
+        size = int(test_size) if test_size >= 1 else max(1, round(test_size * len(pool)))
+        if size >= len(pool):
+            what = f"the {group} rows" if by_modality else "the rows"
+            raise ValueError(f"test_size {test_size} takes {size} of {len(pool)} of {what}, leaving none to train on")
+        drawn, entries, _ = draw_clean(pool, size, seed=seed, test=None, purpose=f"test-{group}", report=report)
+        test_rows += drawn
+        test_entries += entries
+    test_ids = {row["id"] for row in test_rows}
+    common = {
+        **(settings or {}),
+        "test_size": test_size,
+        "by_modality": by_modality,
+        "criteria": list(criteria),
+        "near_threshold": near_threshold,
+    }
+    return _split_clean_of_test(
+        test_rows,
+        test_entries,
+        [row for row in rows if row["id"] not in test_ids],
+        train_size,
+        dataset=dataset,
+        name=name,
+        seed=seed,
+        criteria=criteria,
+        near_threshold=near_threshold,
+        settings=common,
+        report=report,
+    )
+
+
 def _source_label(source: str) -> str:
     """How a manifest records where the data came from: a hub id as is, a local path by its name only."""
     return source if not Path(source).expanduser().exists() else f"local copy '{Path(source).name}'"
@@ -298,8 +364,34 @@ def main(argv: list[str] | None = None) -> int:
     pmc.add_argument("--test-split", default="test", help="test CSV: test, or test_clean (version 1)")
     pmc.add_argument("--train-size", type=int, default=pmc_vqa.STUDY_TRAIN_SIZE)
     pmc.add_argument("--test-size", type=int, default=pmc_vqa.STUDY_TEST_SIZE)
+    ds = sub.add_parser(
+        "dataset",
+        help="your own data (csv, json, parquet, imagefolder, a hub id, a local path) or omnimedvqa",
+        description="A seeded train/test split of data read through `datasets` (or OmniMedVQA). The data options "
+        "are the recipe keys of the same names; --config reads them from a training recipe (its other keys are "
+        "ignored), and flags given here win.",
+    )
+    ds.add_argument("--config", help="a recipe YAML whose data keys (dataset_name, data_files, ...) to read")
+    ds.add_argument("--dataset_name", help="csv, json, parquet, arrow, imagefolder, a hub id, a path, omnimedvqa")
+    ds.add_argument("--data_files", nargs="+", help="the data's files (paths or globs)")
+    ds.add_argument("--data_dir", help="datasets' data_dir (OmniMedVQA: its folder or hub id)")
+    ds.add_argument("--dataset_config", help="a hub dataset's configuration name")
+    ds.add_argument("--dataset_columns", help="the column mapping as a JSON object")
+    ds.add_argument("--image_root", help="folder of relative image paths (default: the data files' folder)")
+    ds.add_argument("--source_split", help="the dataset split to split (default: train; OmniMedVQA: test)")
+    ds.add_argument("--test_size", type=float, default=0.2, help="a fraction (< 1) or a row count of the test split")
+    ds.add_argument("--by_modality", action="store_true", help="test_size per modality (a stratified split)")
+    ds.add_argument("--train_size", type=int, help="draw this many training rows (default: every clean row)")
+    ds.add_argument("--name", default="", help="the split's name in its manifests")
+    ds.add_argument("--out-dir", "--out_dir", dest="out_dir", default="splits/dataset")
+    ds.add_argument("--seed", type=int, default=42)
+    ds.add_argument("--skip-bad-rows", "--skip_bad_rows", dest="skip_bad_rows", action="store_true")
+    ds.add_argument("--criteria", default=",".join(CRITERIA), help="what excludes a training row")
+    ds.add_argument("--near-threshold", "--near_threshold", dest="near_threshold", type=int, default=NEAR_THRESHOLD)
     args = parser.parse_args(argv)
     try:  # bad data, a bad manifest or an unreachable source: one line naming it, not a traceback
+        if args.which == "dataset":
+            return _make_dataset_split(args)
         return _make_split(args)
     except (OSError, ValueError) as err:
         print(f"medvlm-trl make-split: error: {err}", file=sys.stderr)
@@ -352,6 +444,71 @@ def _make_split(args: argparse.Namespace) -> int:
             report=report if args.skip_bad_rows else None,
         )
     for manifest in (train, test):  # rows dropped at load time and, with their unreadable images, while drawing
+        manifest.settings["skipped"] = dict(report.counts)
+    if report.total:
+        print(report)
+    _write(train, test, args.out_dir, info)
+    return 0
+
+
+DATA_KEYS = ("dataset_name", "data_files", "data_dir", "dataset_config", "dataset_columns", "image_root")
+
+
+def _data_options(args: argparse.Namespace) -> dict:
+    """The data keys from `--config` (a recipe), overridden by the flags given."""
+    options: dict = {}
+    if args.config:
+        import yaml
+
+        try:
+            with open(args.config, encoding="utf-8") as fh:
+                recipe = yaml.safe_load(fh)
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
+            raise ValueError(f"{args.config}: not a readable YAML file ({err})") from None
+        if not isinstance(recipe, dict):
+            raise ValueError(f"{args.config}: a recipe must be a YAML mapping of keys to values")
+        options = {k: recipe[k] for k in DATA_KEYS if recipe.get(k) is not None}
+    options.update({k: getattr(args, k) for k in DATA_KEYS if getattr(args, k) is not None})
+    if not options.get("dataset_name"):
+        raise ValueError("dataset_name is required (--dataset_name, or a --config recipe that sets it)")
+    if isinstance(options.get("data_files"), str):
+        options["data_files"] = [options["data_files"]]
+    return options
+
+
+def _make_dataset_split(args: argparse.Namespace) -> int:
+    from medvlm_trl.data.generic import data_settings, parse_columns
+    from medvlm_trl.data.registry import load_rows
+
+    options = _data_options(args)
+    name = options.pop("dataset_name")
+    if "dataset_columns" in options:
+        options["dataset_columns"] = parse_columns(options["dataset_columns"])
+    source_split = args.source_split or ("test" if name == "omnimedvqa" else "train")
+    data_dir = options.pop("data_dir", None)
+    criteria = tuple(c.strip() for c in args.criteria.split(",") if c.strip())
+    report = SkipReport()
+    rows = load_rows(name, source_split, data_dir=data_dir, skip_bad_rows=args.skip_bad_rows, report=report, **options)
+    settings = {
+        "loader": name,
+        "data": data_settings(name, data_dir=data_dir, **options),
+        "source_split": source_split,
+        "skip_bad_rows": args.skip_bad_rows,
+    }
+    train, test, info = dataset_split(
+        rows,
+        dataset=name,
+        name=args.name,
+        seed=args.seed,
+        test_size=args.test_size,
+        by_modality=args.by_modality,
+        train_size=args.train_size,
+        criteria=criteria,
+        near_threshold=args.near_threshold,
+        settings=settings,
+        report=report if args.skip_bad_rows else None,
+    )
+    for manifest in (train, test):
         manifest.settings["skipped"] = dict(report.counts)
     if report.total:
         print(report)

@@ -9,8 +9,9 @@ questions and adds reasoning metrics (appendix B). This module runs either proto
 - Rows: a registered dataset's test split (`medvlm_trl.data.registry.load_rows(name, "test")`; `sample` is the
   embedded sample set), or a split file: with `--dataset NAME` the data layer reads it (e.g. MedVLM-R1's manifest with
   `--dataset huatuo`), without it the file must hold contract rows (a JSON list or JSONL; relative image paths are
-  read against `--data_dir`, else the file's folder). Bad rows raise an error naming the row, or are skipped and
-  counted with `--skip_bad_rows`.
+  read against `--data_dir`, else the file's folder). A manifest written by `make-split dataset` records how its
+  data is read (`medvlm_trl.data.generic`: dataset name, data files, column mapping), so it needs no `--dataset`.
+  Bad rows raise an error naming the row, or are skipped and counted with `--skip_bad_rows`.
 - Prompts: built by `medvlm_trl.data.prompts` from the row and `--prompt r1|simple|study`; images are loaded and
   resized once by `medvlm_trl.data.images.prepare_image` to `--min_pixels`/`--max_pixels` (default 401408, the
   study's bound), and the processor is given the same bounds, so it does not resize them again.
@@ -106,7 +107,10 @@ class EvalArguments:
     )
     split: str = field(
         default="sample",
-        metadata={"help": "Test rows: a registered dataset name (`sample`, `huatuo`, `pmc_vqa`) or a split file."},
+        metadata={
+            "help": "Test rows: a registered dataset name (`sample`, `huatuo`, `pmc_vqa`, `omnimedvqa`; or data for "
+            "`datasets`, e.g. `csv` with --data_files, whose `test` split is read) or a split file."
+        },
     )
     prompt: Literal["r1", "simple", "study"] = field(
         default="r1",
@@ -127,11 +131,29 @@ class EvalArguments:
         default=None,
         metadata={
             "help": "Registered dataset that reads `--split` when it is a split file (e.g. `huatuo` for "
-            "MedVLM-R1's manifest). Without it a split file must hold contract rows."
+            "MedVLM-R1's manifest). Not needed for a manifest of `make-split dataset`, which records how its data "
+            "is read. Otherwise, without it a split file must hold contract rows."
         },
     )
     data_dir: str | None = field(
         default=None, metadata={"help": "Folder of the dataset's files / the root of relative image paths."}
+    )
+    data_files: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Your own data's files, as the training recipe's `data_files` (with `--dataset csv|json|...`). "
+            "A split file from `make-split dataset` records them, so `--split MANIFEST` alone reads its rows."
+        },
+    )
+    dataset_config: str | None = field(
+        default=None, metadata={"help": "The `datasets` configuration name of a hub dataset (recipe key alike)."}
+    )
+    dataset_columns: str | None = field(
+        default=None,
+        metadata={"help": "Column mapping of your own data as a JSON object (the recipe's `dataset_columns`)."},
+    )
+    image_root: str | None = field(
+        default=None, metadata={"help": "Folder that relative image paths of the dataset are read from."}
     )
     out: str = field(default="runs/eval", metadata={"help": "Output folder (predictions.jsonl, summary.json)."})
     max_new_tokens: int = field(
@@ -202,6 +224,12 @@ class EvalArguments:
         if self.answer_rule not in ("strict", "study"):
             raise ValueError(f"answer_rule must be `strict` or `study`, got {self.answer_rule!r}")
         self.metric_list()  # validate early
+        if isinstance(self.data_files, str):
+            self.data_files = [self.data_files]
+        if self.dataset_columns is not None:
+            from medvlm_trl.data.generic import parse_columns
+
+            self.dataset_columns = parse_columns(self.dataset_columns) or None
 
     def metric_list(self) -> list[str]:
         names = [m.strip() for m in self.metrics.split(",") if m.strip() and m.strip() != "none"]
@@ -250,6 +278,29 @@ def _absolute_images(row: dict, root: Path) -> dict:
     return row
 
 
+def _check_data_options(registry, name: str, data: dict) -> None:
+    refused = sorted(set(data) - registry.loader_kwargs(name))
+    if refused:
+        flags = ", ".join(f"--{k}" for k in refused)
+        raise EvalInputError(f"{flags}: not an option of dataset {name!r} (they describe data read through `datasets`)")
+
+
+def _recorded_data(path: Path, data_dir: str | None, data: dict) -> tuple[str | None, str | None, dict]:
+    """`(dataset, data_dir, data options)` a `make-split dataset` manifest records, under those given here."""
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None, data_dir, data
+    recorded = manifest.get("settings", {}).get("data") if isinstance(manifest, dict) else None
+    if not isinstance(recorded, dict) or "dataset_name" not in recorded:
+        return None, data_dir, data
+    recorded = dict(recorded)
+    dataset = recorded.pop("dataset_name")
+    data_dir = data_dir if data_dir is not None else recorded.pop("data_dir", None)
+    recorded.pop("data_dir", None)
+    return dataset, data_dir, {**recorded, **data}
+
+
 def load_eval_rows(
     split: str,
     *,
@@ -258,14 +309,21 @@ def load_eval_rows(
     skip_bad_rows: bool = False,
     seed: int = 42,
     report: SkipReport | None = None,
+    data: dict | None = None,
 ) -> list[dict]:
-    """The test rows named by `split` (see the module docstring), checked against the contract."""
+    """The test rows named by `split` (see the module docstring), checked against the contract. `data`: the data
+    options of data read through `datasets` (`data_files`, `dataset_config`, `dataset_columns`, `image_root`)."""
     path = Path(split)
     registry = _registry()
+    data = {k: v for k, v in (data or {}).items() if v is not None}
     if path.is_file():
+        if dataset is None and registry is not None:
+            # A split file of data read through `datasets` records how to read it (`make-split dataset`).
+            dataset, data_dir, data = _recorded_data(path, data_dir, data)
         if dataset is not None:
             if registry is None:
                 raise EvalInputError("--dataset needs medvlm_trl.data.registry, which is not installed")
+            _check_data_options(registry, dataset, data)
             return list(
                 registry.load_rows(
                     dataset,
@@ -275,6 +333,7 @@ def load_eval_rows(
                     skip_bad_rows=skip_bad_rows,
                     seed=seed,
                     report=report,
+                    **data,
                 )
             )
         rows = _read_rows_file(path)
@@ -289,8 +348,11 @@ def load_eval_rows(
     if path.suffix in {".json", ".jsonl"} or os.sep in split:
         raise EvalInputError(f"split file not found: {split}")
     if registry is not None:
+        _check_data_options(registry, split, data)
         return list(
-            registry.load_rows(split, "test", data_dir=data_dir, skip_bad_rows=skip_bad_rows, seed=seed, report=report)
+            registry.load_rows(
+                split, "test", data_dir=data_dir, skip_bad_rows=skip_bad_rows, seed=seed, report=report, **data
+            )
         )
     if split == "sample":
         from medvlm_trl.data.sample import load_sample
@@ -728,6 +790,7 @@ def run_eval(args: EvalArguments, generator: Generator | None = None) -> dict:
             skip_bad_rows=args.skip_bad_rows,
             seed=args.seed,
             report=report,
+            data={k: getattr(args, k) for k in ("data_files", "dataset_config", "dataset_columns", "image_root")},
         )
     except (EvalInputError, BadRowError, ImageLoadError, FileNotFoundError):
         raise
