@@ -1,7 +1,7 @@
 """Run safety: a training run never writes over another run, resumes only from a whole checkpoint, and says what it was.
 
 Both papers train for hours on several GPUs (MedVLM-R1, Pan et al., section 4.1: 300 GRPO steps; the RL-MedVQA study,
-Zhu et al., arXiv:2505.13973, section 4: 2 and 4 A100s with DeepSpeed ZeRO-2), so a run is an asset. Three rules
+Zhu et al., arXiv:2505.13973, Table S2: 1500 steps on 4 A100s with DeepSpeed ZeRO-2), so a run is an asset. Three rules
 protect it, applied by every training entry point (`medvlm-trl grpo | sft | dpo`) before the model is loaded:
 
 1. **One run per output dir.** A non-empty `output_dir` is refused unless the command resumes

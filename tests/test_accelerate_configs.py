@@ -1,7 +1,7 @@
 """The accelerate configs in `recipes/accelerate/` (issue 8, item 2), read the way `accelerate launch` reads them.
 
-The RL-MedVQA study (Zhu et al., arXiv:2505.13973, implementation details) trains in bf16 with DeepSpeed ZeRO-2 on
-2 and 4 A100s; ZeRO-3 is there for models that do not fit one GPU per process. No GPU runs these tests, so they check
+The RL-MedVQA study (Zhu et al., arXiv:2505.13973, Table S2 and appendix A) trains in bf16 with DeepSpeed ZeRO-2 on
+4 A100s; ZeRO-3 is there for models that do not fit one GPU per process. No GPU runs these tests, so they check
 everything short of a GPU: the YAML parses into accelerate's `ClusterConfig` (which rejects unknown keys), `accelerate
 launch`'s own validation turns each file into the launcher it names, the environment it hands the training processes
 builds a `DeepSpeedPlugin` with the right ZeRO stage and bf16, and a `--num_processes` on the command line (the GPU

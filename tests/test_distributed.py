@@ -1,7 +1,7 @@
 """Two processes give the GRPO step that one process gives (issue 8, item 1): `accelerate launch` of `medvlm-trl grpo`
 on the tiny Qwen2-VL, on CPU with the gloo backend.
 
-The RL-MedVQA study (Zhu et al., arXiv:2505.13973, implementation details) trains on 2 and 4 A100s; MedVLM-R1's
+The RL-MedVQA study (Zhu et al., arXiv:2505.13973, Table S2 and appendix A) trains on 4 A100s; MedVLM-R1's
 objective (Pan et al., section 3) normalises each reward within its group of G completions. What TRL 1.16 promises
 and what is checked here, on the same recipe, seed and global batch (3 questions x G=4 = 12 completions per step; one
 process holds all 12, two processes 6 each):

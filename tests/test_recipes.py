@@ -3,8 +3,10 @@
 MedVLM-R1 (Pan et al., arXiv:2502.19634): GRPO on 600 MRI questions, G=6, 2 questions a step, 300 steps, KL to the
 initial model, format + accuracy reward, R1 prompt; SFT and zero-shot rows with the simple prompt. The RL-MedVQA
 study (Zhu et al., arXiv:2505.13973): lr 1e-6, temperature 1.0, 8 generations, 700 completion tokens, KL 0.04,
-401408 pixels, bf16, 1500 steps, ZeRO-2; GRPO from the base and the Instruct model, + semantic, + ECR / CWR,
-Dr.GRPO; SFT (full, LoRA) and DPO baselines; zero-shot rows. Every GRPO recipe generates with colocated vLLM.
+401408 pixels, bf16, 1500 steps, ZeRO-2 on 4 GPUs, batch 1 per device with gradient accumulation 2 (R1-V's counting:
+one question's 8 responses per GPU per pass), gradient checkpointing off, logging every step, checkpoints every 100
+steps; GRPO from the base and the Instruct model, + semantic, + ECR / CWR, Dr.GRPO; SFT (full, LoRA) and DPO
+baselines; zero-shot rows. Every GRPO recipe generates with colocated vLLM.
 """
 
 from pathlib import Path
@@ -134,6 +136,11 @@ def test_study_rl_rows(key):
     assert args.prompt_template == "study"
     assert args.loss_type == loss
     assert args.scale_rewards == ("none" if loss == "dr_grpo" else "group")  # Dr.GRPO: no std scaling
+    # Table S2: one question (8 completions, as TRL counts) per GPU per pass, accumulation 2, no gradient
+    # checkpointing, logging every step, a checkpoint every 100 steps.
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (8, 2)
+    assert args.gradient_checkpointing is False
+    assert (args.logging_steps, args.save_strategy, args.save_steps) == (1, "steps", 100)
     if "semantic" in rewards:
         assert args.semantic_judge_model  # a judge is named
     else:
@@ -151,6 +158,10 @@ def test_study_baselines(key, peft):
     assert script_args.prompt_template == "simple"
     assert args.learning_rate == 1e-6 and args.max_steps == 1500
     assert args.max_length is None
+    # Table S2 as printed (SFT and DPO count rows, not completions).
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (1, 2)
+    assert args.gradient_checkpointing is False
+    assert (args.logging_steps, args.save_strategy, args.save_steps) == (1, "steps", 100)
     if peft:
         assert model_args.lora_target_modules == ["q_proj", "v_proj"] and script_args.merge_lora
     if key.startswith("dpo_"):
@@ -184,6 +195,50 @@ def test_zero_shot_recipe_is_a_valid_eval(path):
     assert args.model == ZERO_SHOT_MODELS[paper][path.stem]
     # MedVLM-R1's zero-shot rows use the baselines' simple prompt; the study's, its own think/answer prompt.
     assert args.prompt == ("simple" if paper == "medvlm_r1" else "study")
+
+
+def _study_processes() -> int:
+    return yaml.safe_load((RECIPES / "accelerate" / "zero2.yaml").read_text())["num_processes"]
+
+
+@pytest.mark.parametrize("key", sorted(STUDY_GRPO))
+def test_study_rl_rows_take_eight_questions_a_step_on_the_studys_four_gpus(key, monkeypatch):
+    """TRL's own GRPOConfig checks, run at the world size of the study's accelerate config (4x A100): 8 questions of 8
+    completions per optimizer step, generated once per step, as R1-V's batch 1 x accumulation 2 on 4 GPUs gives."""
+    from medvlm_trl.configs import MedVLMGRPOConfig
+
+    processes = _study_processes()
+    assert processes == 4  # "4x A100 80GB"
+    monkeypatch.setattr(MedVLMGRPOConfig, "world_size", property(lambda self: processes))
+    _, args, _ = parsed(RECIPES / "rl_medvqa" / f"{key}.yaml")
+    assert args.steps_per_generation == args.gradient_accumulation_steps == 2
+    assert args.generation_batch_size == 64  # 8 per device x 4 processes x 2 passes
+    assert args.generation_batch_size % args.num_generations == 0
+    assert args.generation_batch_size // args.num_generations == 8  # questions per optimizer step
+
+
+@pytest.mark.parametrize("processes", [1, 2, 4, 8])
+def test_study_rl_batch_comment_holds_on_other_gpu_counts(processes, monkeypatch):
+    """The recipes' advice: on N GPUs, per_device_train_batch_size 32 / N keeps 8 questions a step."""
+    from medvlm_trl.configs import MedVLMGRPOConfig
+
+    monkeypatch.setattr(MedVLMGRPOConfig, "world_size", property(lambda self: processes))
+    path = RECIPES / "rl_medvqa" / "grpo_qwen2vl_2b_instruct.yaml"
+    overrides = [*reproduce._cpu_overrides(raw(path)), "--per_device_train_batch_size", str(32 // processes)]
+    _, args, _ = parse_training_recipe(path, "grpo", overrides)
+    assert args.generation_batch_size // args.num_generations == 8
+
+
+def test_trl_refuses_the_study_batch_read_as_completions_on_one_gpu(monkeypatch):
+    """Why the recipes do not write Table S2's "batch size per device 1" literally: TRL counts completions, and on one
+    process 1 x 2 completions cannot hold a group of 8 (on 4 GPUs it would pass, but train 1 question a step)."""
+    from medvlm_trl.configs import MedVLMGRPOConfig
+
+    monkeypatch.setattr(MedVLMGRPOConfig, "world_size", property(lambda self: 1))
+    path = RECIPES / "rl_medvqa" / "grpo_qwen2vl_2b_instruct.yaml"
+    overrides = [*reproduce._cpu_overrides(raw(path)), "--per_device_train_batch_size", "1"]
+    with pytest.raises(ValueError, match="divisible by num_generations"):
+        parse_training_recipe(path, "grpo", overrides)
 
 
 def test_protocols_name_each_papers_test_split():
