@@ -16,13 +16,14 @@ vllm = pytest.importorskip("vllm", reason="vLLM is not installed (optional extra
 
 import torch  # noqa: E402
 from test_vllm_colocate import (  # noqa: E402
-    MIXED_SIZES,
+    MIXED_TOKENS,
     XFAIL_TRL,
     G,
     MedVLM,
     PlainTRL,
     expand_like_vllm,
     make_trainer,
+    mixed_sizes,
     picture,
     rows_with_mixed_sizes,
     rows_with_two_images,
@@ -32,6 +33,9 @@ from transformers import AutoProcessor  # noqa: E402
 from medvlm_trl.vllm_compat import collapse_image_placeholders, image_token_runs  # noqa: E402
 
 pytestmark = pytest.mark.slow
+
+# The engine-sized model below is the tiny Qwen2-VL (patch 14 x merge 2); the other families run on the double only.
+QWEN2_VL_FACTOR = 28
 
 
 def build_engine_sized_qwen2_vl(out_dir):
@@ -104,7 +108,8 @@ def test_the_doubles_rule_is_vllms(engine_vlm):
     )
     processor = AutoProcessor.from_pretrained(engine_vlm)
     image_token_id = llm.llm_engine.model_config.hf_config.image_token_id
-    cases = [[picture(w, h, 20 * i)] for i, (w, h) in enumerate(MIXED_SIZES)]
+    cases = [[picture(w, h, 20 * i)] for i, (w, h) in enumerate(mixed_sizes(QWEN2_VL_FACTOR))]
+    assert len(cases) == len(MIXED_TOKENS)
     cases.append([picture(56, 56, 0), picture(168, 112, 99)])
     requests, expected = [], []
     for images in cases:
@@ -153,7 +158,12 @@ class EngineSpy:
 )
 def test_grpo_step_on_the_real_engine(trainer_cls, rows, engine_vlm, tmp_path):
     trainer = make_trainer(
-        trainer_cls, engine_vlm, tmp_path, rows(), vllm_max_model_length=1024, vllm_gpu_memory_utilization=0.2
+        trainer_cls,
+        engine_vlm,
+        tmp_path,
+        rows(QWEN2_VL_FACTOR),
+        vllm_max_model_length=1024,
+        vllm_gpu_memory_utilization=0.2,
     )
     real_llm = trainer.vllm_generation.llm
     inner = getattr(real_llm, "llm", real_llm)  # under the guard, spy on the engine itself
@@ -165,7 +175,7 @@ def test_grpo_step_on_the_real_engine(trainer_cls, rows, engine_vlm, tmp_path):
     trainer.train()
     (batch,) = trainer.scored
     image_token_id = trainer.model.config.image_token_id
-    assert len(spy.prompts) == len(batch["prompts"]) == len(rows()) * G
+    assert len(spy.prompts) == len(batch["prompts"]) == len(rows(QWEN2_VL_FACTOR)) * G
     for row_id, vllm_prompt, scored, grids in zip(batch["ids"], spy.prompts, batch["prompts"], batch["grids"]):
         assert image_token_runs(vllm_prompt, image_token_id) == [t * h * w // 4 for t, h, w in grids], row_id
         assert vllm_prompt == scored, row_id

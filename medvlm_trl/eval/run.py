@@ -13,7 +13,9 @@ questions and adds reasoning metrics (appendix B). This module runs either proto
   counted with `--skip_bad_rows`.
 - Prompts: built by `medvlm_trl.data.prompts` from the row and `--prompt r1|simple|study`; images are loaded and
   resized once by `medvlm_trl.data.images.prepare_image` to `--min_pixels`/`--max_pixels` (default 401408, the
-  study's bound), and the processor is given the same bounds, so it does not resize them again.
+  study's bound) on the grid of the model's own processor (`image_factor`: 28 pixels a token side for Qwen2-VL and
+  Qwen2.5-VL, 32 for Qwen3-VL and Qwen3.5; a processor that merges no patches gets the pixel bounds only and sizes
+  images itself), and the processor is given the same bounds, so it does not resize them again.
 - Generation: greedy. vLLM when it is installed and a GPU is present (`vllm.LLM` with the chat-templated prompt and
   the image as `multi_modal_data`), else batched Hugging Face `generate` with left padding. `--backend` forces one.
 - Scoring: `score_strict` for reasoning prompts, `score_letter` for the simple prompt (see `medvlm_trl.eval.scoring`);
@@ -39,7 +41,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from medvlm_trl.data.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, ImageLoadError, prepare_image
+from medvlm_trl.data.images import (
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MIN_PIXELS,
+    ImageLoadError,
+    check_factor_bounds,
+    image_factor,
+    prepare_image,
+)
 from medvlm_trl.data.prompts import REASONING_TEMPLATES, TEMPLATES, build_prompt
 from medvlm_trl.data.schema import BadRowError, SkipReport, filter_rows
 from medvlm_trl.eval.consistency import DEFAULT_MIN_THINK_WORDS, audit_completion, consistency_rates
@@ -300,6 +309,28 @@ def _size_kwargs(processor, min_pixels: int, max_pixels: int) -> dict:
     return {}
 
 
+def _checked_factor(processor, model: str, min_pixels: int, max_pixels: int) -> int | None:
+    """The processor's `image_factor`, after checking that the bounds hold one image token of it."""
+    factor = image_factor(processor)
+    if factor is not None:
+        try:
+            check_factor_bounds(min_pixels, max_pixels, factor, f"model {model!r}")
+        except ValueError as err:
+            raise EvalInputError(str(err)) from None
+    return factor
+
+
+def model_image_factor(model: str, min_pixels: int, max_pixels: int, trust_remote_code: bool = False) -> int | None:
+    """The `image_factor` of `model`'s processor (loaded from its folder or the hub cache), bounds checked; read
+    before the model itself is loaded, so that every image is prepared on the grid the model will see."""
+    from transformers import AutoProcessor
+
+    processor = load_pretrained(
+        AutoProcessor.from_pretrained, model, "processor (--model)", trust_remote_code=trust_remote_code
+    )
+    return _checked_factor(processor, model, min_pixels, max_pixels)
+
+
 class HFGenerator:
     """Greedy batched generation with transformers: `AutoModelForImageTextToText` + `AutoProcessor`, left padding."""
 
@@ -334,6 +365,7 @@ class HFGenerator:
         ).to(self.device)
         self.model.eval()
         self.max_new_tokens = max_new_tokens
+        self.image_factor = _checked_factor(self.processor, model, min_pixels, max_pixels)
         self.size_kwargs = _size_kwargs(self.processor, min_pixels, max_pixels)
         tok = self.processor.tokenizer
         self.pad_token_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
@@ -383,6 +415,7 @@ class VLLMGenerator:
         self.processor = load_pretrained(
             AutoProcessor.from_pretrained, model, "processor (--model)", trust_remote_code=trust_remote_code
         )
+        self.image_factor = _checked_factor(self.processor, model, min_pixels, max_pixels)
         self.llm = LLM(
             model=model,
             dtype=dtype,
@@ -418,10 +451,19 @@ def vllm_available() -> bool:
 
 
 class _LazyGenerator:
-    """Loads the model on the first batch, so that a finished or mismatched resume never pays for loading it."""
+    """Loads the model on the first batch, so that a finished or mismatched resume never pays for loading it; its
+    `image_factor` loads only the model's processor."""
 
-    def __init__(self, factory: Callable[[], Generator]):
-        self.factory, self.generator = factory, None
+    def __init__(self, factory: Callable[[], Generator], factor: Callable[[], int | None] | None = None):
+        self.factory, self.generator, self.factor, self._image_factor = factory, None, factor, None
+
+    @property
+    def image_factor(self) -> int | None:
+        if self.generator is not None:
+            return getattr(self.generator, "image_factor", None)
+        if self._image_factor is None and self.factor is not None:
+            self._image_factor = self.factor()
+        return self._image_factor
 
     def __call__(self, prompts: list[list[dict]], images: list[list[Any]]) -> list[str]:
         if self.generator is None:
@@ -516,9 +558,9 @@ def _check_resume(out: Path, config: dict) -> None:
 # ----------------------------------------------------------------------------------------------------------------------
 # The evaluation loop
 # ----------------------------------------------------------------------------------------------------------------------
-def _row_images(row: dict, min_pixels: int, max_pixels: int) -> list:
+def _row_images(row: dict, min_pixels: int, max_pixels: int, factor: int) -> list:
     values = row["images"] if row.get("images") else [row.get("image")]
-    return [prepare_image(v, min_pixels=min_pixels, max_pixels=max_pixels, row_id=row["id"]) for v in values]
+    return [prepare_image(v, min_pixels, max_pixels, row_id=row["id"], factor=factor) for v in values]
 
 
 def _record(row: dict, completion: str, strict: bool, min_think_words: int) -> dict:
@@ -551,15 +593,19 @@ def evaluate(
     skip_bad_rows: bool = False,
     config: dict | None = None,
     progress: bool = True,
+    image_factor: int | None = None,
 ) -> dict:
     """Generate, score and append every row not yet in `out_dir/predictions.jsonl`; write and return the summary.
 
     `generate(prompts, images) -> completions` is any generator (the HF or vLLM one, or a test double). `config` is
-    recorded in `run.json` on the first run and must match on a resumed one (see `RESUME_KEYS`).
+    recorded in `run.json` on the first run and must match on a resumed one (see `RESUME_KEYS`). `image_factor` is
+    the model processor's (`model_image_factor`), by default the generator's own `image_factor` attribute; None (a
+    processor that merges no patches, or a test double without one) bounds the pixel count only.
     """
     from tqdm.auto import tqdm
 
     strict = prompt in REASONING_TEMPLATES
+    factor = image_factor  # read from the generator when the first image is prepared (after the resume check)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     config = {"prompt": prompt, "min_pixels": min_pixels, "max_pixels": max_pixels, **(config or {})}
@@ -574,9 +620,12 @@ def evaluate(
     try:
         for start in range(0, len(todo), batch_size):
             batch, prompts, images = [], [], []
+            if factor is None:
+                # 1: only the pixel bounds, for a processor that sizes images by its own rule (or a test double)
+                factor = getattr(generate, "image_factor", None) or 1
             for row in todo[start : start + batch_size]:
                 try:
-                    row_images = _row_images(row, min_pixels, max_pixels)
+                    row_images = _row_images(row, min_pixels, max_pixels, factor)
                 except ImageLoadError as err:
                     if not skip_bad_rows:
                         raise
@@ -711,7 +760,10 @@ def run_eval(args: EvalArguments, generator: Generator | None = None) -> dict:
     }
     if generator is None:
         most_images = max(len(r["images"]) if r.get("images") else 1 for r in rows)
-        generator = _LazyGenerator(lambda: make_generator(args, backend, most_images))
+        generator = _LazyGenerator(
+            lambda: make_generator(args, backend, most_images),
+            lambda: model_image_factor(args.model, args.min_pixels, args.max_pixels, args.trust_remote_code),
+        )
     summary = evaluate(
         rows,
         generator,
