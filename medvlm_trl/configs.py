@@ -120,7 +120,7 @@ class MedVLMScriptArguments:
 
 @dataclass
 class MedVLMGRPOConfig(RunSafetyArguments, GRPOConfig):
-    r"""TRL's `GRPOConfig` with the fields the two papers add: a named loss preset, Qwen2-VL's pixel bounds, the
+    r"""TRL's `GRPOConfig` with the fields the two papers add: a named loss preset, the images' pixel bounds, the
     rewards by recipe name, the prompt template and the semantic judge (and run safety's `overwrite_output_dir`, see
     `medvlm_trl.run_safety`).
 

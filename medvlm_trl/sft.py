@@ -7,7 +7,7 @@ training row becomes TRL's prompt-completion form,
 
     prompt:     [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "<question + options> ..."}]}]
     completion: [{"role": "assistant", "content": "B"}]
-    images:     [<the row's image, resized once to Qwen2-VL's grid within min_pixels..max_pixels>]
+    images:     [<the row's image, resized once to the model's grid within min_pixels..max_pixels>]
 
 and `completion_only_loss: true` makes TRL's `DataCollatorForVisionLanguageModeling` label only the completion: the
 answer letter and the end-of-turn marker the chat template closes it with. Prompt, system turn and image tokens carry
@@ -49,7 +49,7 @@ logger = logging.getLogger(__name__)
 @dataclass
 class BaselineScriptArguments(MedVLMScriptArguments):
     """The GRPO recipes' data arguments plus what `GRPOConfig` holds for GRPO but `SFTConfig` / `DPOConfig` lack: the
-    prompt template and Qwen2-VL's pixel bounds (same key names, so one recipe override set serves every trainer)."""
+    prompt template and the images' pixel bounds (same key names, so one recipe override set serves every trainer)."""
 
     prompt_template: str = field(
         default="simple",

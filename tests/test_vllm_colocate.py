@@ -425,11 +425,17 @@ def test_rollouts_start_from_the_scored_prompt_with_mixed_image_sizes(
 
 
 @pytest.mark.parametrize("trainer_cls", TRAINERS)
-def test_rollouts_of_two_image_rows_place_each_image_on_its_own_tokens(
-    trainer_cls, fake_vllm, family_vlm, family_factor, tmp_path
-):
-    """#4488: rows with two images of different sizes."""
-    trainer = make_trainer(trainer_cls, family_vlm, tmp_path, rows_with_two_images(family_factor))
+def test_rollouts_of_two_image_rows_place_each_image_on_its_own_tokens(trainer_cls, fake_vllm, tiny_vlm, tmp_path):
+    """#4488: rows with two images of different sizes (Qwen2-VL; every family below, with our trainer)."""
+    check_two_image_rows(trainer_cls, fake_vllm, tiny_vlm, 28, tmp_path)
+
+
+def test_rollouts_of_two_image_rows_on_every_family(fake_vllm, family_vlm, family_factor, tmp_path):
+    check_two_image_rows(MedVLM, fake_vllm, family_vlm, family_factor, tmp_path)
+
+
+def check_two_image_rows(trainer_cls, fake_vllm, model_path, factor, tmp_path):
+    trainer = make_trainer(trainer_cls, model_path, tmp_path, rows_with_two_images(factor))
     trainer.train()
     (engine,) = fake_vllm
     assert all(len(request.sizes) == 2 for request in engine.requests)

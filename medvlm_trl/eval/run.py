@@ -89,6 +89,7 @@ RESUME_KEYS = (
     "max_pixels",
     "backend",
     "dtype",
+    "chat_template_kwargs",
 )
 
 # A generator maps conversational prompts and their images (one list per prompt) to completion texts.
@@ -143,6 +144,13 @@ class EvalArguments:
     max_pixels: int = field(
         default=DEFAULT_MAX_PIXELS, metadata={"help": "Upper pixel bound of each image (the study's 401408)."}
     )
+    chat_template_kwargs: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "Extra arguments of the model's chat template, a mapping or JSON text: Qwen3.5's template opens "
+            'a think block in the generation prompt unless given `{"enable_thinking": false}`.'
+        },
+    )
     limit: int | None = field(default=None, metadata={"help": "Evaluate only the first N rows (smoke tests)."})
     skip_bad_rows: bool = field(
         default=False, metadata={"help": "Skip and count bad rows or unreadable images instead of stopping."}
@@ -183,6 +191,15 @@ class EvalArguments:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.min_pixels > self.max_pixels:
             raise ValueError(f"min_pixels ({self.min_pixels}) is above max_pixels ({self.max_pixels})")
+        if isinstance(self.chat_template_kwargs, str):
+            try:
+                self.chat_template_kwargs = json.loads(self.chat_template_kwargs)
+            except json.JSONDecodeError as err:
+                raise ValueError(
+                    f"chat_template_kwargs must be a JSON mapping, got {self.chat_template_kwargs!r}"
+                ) from err
+        if self.chat_template_kwargs is not None and not isinstance(self.chat_template_kwargs, dict):
+            raise ValueError(f"chat_template_kwargs must be a mapping, got {self.chat_template_kwargs!r}")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be positive, got {self.limit!r}")
         if self.prompt not in TEMPLATES:
@@ -346,6 +363,7 @@ class HFGenerator:
         dtype: str = "auto",
         device: str | None = None,
         trust_remote_code: bool = False,
+        chat_template_kwargs: dict | None = None,
     ):
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -364,6 +382,7 @@ class HFGenerator:
             trust_remote_code=trust_remote_code,
         ).to(self.device)
         self.model.eval()
+        self.chat_template_kwargs = dict(chat_template_kwargs or {})
         self.max_new_tokens = max_new_tokens
         self.image_factor = _checked_factor(self.processor, model, min_pixels, max_pixels)
         self.size_kwargs = _size_kwargs(self.processor, min_pixels, max_pixels)
@@ -373,7 +392,12 @@ class HFGenerator:
     def __call__(self, prompts: list[list[dict]], images: list[list[Any]]) -> list[str]:
         import torch
 
-        texts = [self.processor.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+        texts = [
+            self.processor.apply_chat_template(
+                p, tokenize=False, add_generation_prompt=True, **self.chat_template_kwargs
+            )
+            for p in prompts
+        ]
         flat = [image for row_images in images for image in row_images]
         inputs = self.processor(
             text=texts, images=flat or None, padding=True, return_tensors="pt", **self.size_kwargs
@@ -408,6 +432,7 @@ class VLLMGenerator:
         gpu_memory_utilization: float = 0.9,
         max_images_per_prompt: int = 1,
         trust_remote_code: bool = False,
+        chat_template_kwargs: dict | None = None,
     ):
         from transformers import AutoProcessor
         from vllm import LLM, SamplingParams
@@ -426,11 +451,14 @@ class VLLMGenerator:
             trust_remote_code=trust_remote_code,
         )
         self.params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
+        self.chat_template_kwargs = dict(chat_template_kwargs or {})
 
     def __call__(self, prompts: list[list[dict]], images: list[list[Any]]) -> list[str]:
         requests = []
         for prompt, row_images in zip(prompts, images):
-            text = self.processor.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+            text = self.processor.apply_chat_template(
+                prompt, tokenize=False, add_generation_prompt=True, **self.chat_template_kwargs
+            )
             request: dict[str, Any] = {"prompt": text}
             if row_images:
                 request["multi_modal_data"] = {"image": row_images if len(row_images) > 1 else row_images[0]}
@@ -472,7 +500,12 @@ class _LazyGenerator:
 
 
 def make_generator(args: EvalArguments, backend: str, max_images_per_prompt: int = 1) -> Generator:
-    common = dict(max_new_tokens=args.max_new_tokens, min_pixels=args.min_pixels, max_pixels=args.max_pixels)
+    common = dict(
+        max_new_tokens=args.max_new_tokens,
+        min_pixels=args.min_pixels,
+        max_pixels=args.max_pixels,
+        chat_template_kwargs=args.chat_template_kwargs,
+    )
     if backend == "vllm":
         return VLLMGenerator(
             args.model,
@@ -757,6 +790,7 @@ def run_eval(args: EvalArguments, generator: Generator | None = None) -> dict:
         "max_new_tokens": args.max_new_tokens,
         "backend": backend,
         "dtype": args.dtype,
+        "chat_template_kwargs": args.chat_template_kwargs,
     }
     if generator is None:
         most_images = max(len(r["images"]) if r.get("images") else 1 for r in rows)
