@@ -226,9 +226,13 @@ def build_family_processor(family: str, tokenizer):
     )
 
 
-def _family_config(family: str, ids: dict[str, int], vocab_size: int):
-    import transformers
+# vLLM's CPU attention needs a head size of 32 to 512: `engine_sized=True` widens the text model to head_dim 64 (the
+# real models' 128 or 256 are not needed); tokenizer, processor and every other setting stay the tiny ones.
+ENGINE_TEXT = {"hidden_size": 256, "intermediate_size": 512, "head_dim": 64}
+ENGINE_MROPE = {"qwen2_5_vl": [8, 12, 12], "qwen3_vl": [8, 12, 12], "qwen3_5": [3, 3, 2]}
 
+
+def _family_config(family: str, ids: dict[str, int], vocab_size: int, engine_sized: bool = False):
     s = spec(family)
     tokens = dict(bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
     vision = dict(VISION_CONFIG, patch_size=s.patch_size, spatial_merge_size=s.merge_size, temporal_patch_size=2)
@@ -239,6 +243,21 @@ def _family_config(family: str, ids: dict[str, int], vocab_size: int):
         vision_end_token_id=ids["<|vision_end|>"],
         tie_word_embeddings=False,
     )
+    config = _base_family_config(family, s, tokens, vision, common, vocab_size)
+    if engine_sized:
+        text = config.text_config
+        for key, value in ENGINE_TEXT.items():
+            setattr(text, key, value)
+        text.rope_parameters["mrope_section"] = ENGINE_MROPE[family]
+        if family == "qwen3_5":
+            text.linear_key_head_dim = text.linear_value_head_dim = 128  # the CPU Gated DeltaNet kernel's size
+        config.vision_config.out_hidden_size = ENGINE_TEXT["hidden_size"]
+    return config
+
+
+def _base_family_config(family, s, tokens, vision, common, vocab_size):
+    import transformers
+
     if family == "qwen2_5_vl":
         text = dict(
             TEXT_CONFIG,
@@ -288,8 +307,11 @@ def _family_config(family: str, ids: dict[str, int], vocab_size: int):
     raise ValueError(f"no tiny config for {family!r} here (qwen2_vl is medvlm_trl.tiny.build_tiny_vlm)")
 
 
-def build_tiny_family(family: str, out_dir: str | os.PathLike, seed: int | None = None) -> Path:
-    """Build and save the tiny random-weight model of `family` and its processor into `out_dir`."""
+def build_tiny_family(
+    family: str, out_dir: str | os.PathLike, seed: int | None = None, engine_sized: bool = False
+) -> Path:
+    """Build and save the tiny random-weight model of `family` and its processor into `out_dir` (`engine_sized`: with
+    the wider text model vLLM's CPU backend accepts, `ENGINE_TEXT`; not for `qwen2_vl`, see tests/test_vllm_engine.py)."""
     import torch
     import transformers
     from transformers import GenerationConfig
@@ -305,7 +327,7 @@ def build_tiny_family(family: str, out_dir: str | os.PathLike, seed: int | None 
     tokenizer = build_family_tokenizer(family)
     processor = build_family_processor(family, tokenizer)
     ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in QWEN2_VL_SPECIAL_TOKENS}
-    config = _family_config(family, ids, len(tokenizer))
+    config = _family_config(family, ids, len(tokenizer), engine_sized)
     torch.manual_seed(seed)
     model = getattr(transformers, s.model_class)(config)
     model.generation_config = GenerationConfig(
