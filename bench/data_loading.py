@@ -26,6 +26,16 @@ from medvlm_trl.data.images import DEFAULT_MAX_PIXELS, prepare_image
 from medvlm_trl.data.manifest import fingerprint
 
 
+def qwen2_vl_factor() -> int:
+    """The image factor of the tiny Qwen2-VL's processor (the papers' family), read from it, not assumed."""
+    from transformers import AutoProcessor
+
+    from medvlm_trl.data.images import image_factor
+    from medvlm_trl.tiny import tiny_vlm_path
+
+    return image_factor(AutoProcessor.from_pretrained(tiny_vlm_path()))
+
+
 def write_index(folder: Path, rows: int, image_size: int) -> None:
     """An upstream-layout folder of `rows` OmniMedVQA-style MRI rows, one generated PNG each."""
     (folder / "images").mkdir(parents=True)
@@ -81,8 +91,12 @@ def main(argv: list[str] | None = None) -> int:
         report("load index, no existence check", seconds, args.rows)
 
         rows = load_huatuo(large)
-        prepare_image(rows[0]["image"])  # the first call imports transformers' resize rule; not per-image cost
-        seconds = timed(lambda: [prepare_image(r["image"], max_pixels=DEFAULT_MAX_PIXELS) for r in rows], args.repeats)
+        factor = qwen2_vl_factor()
+        prepare_image(rows[0]["image"], factor=factor)  # the first call imports transformers' resize rule
+        seconds = timed(
+            lambda: [prepare_image(r["image"], max_pixels=DEFAULT_MAX_PIXELS, factor=factor) for r in rows],
+            args.repeats,
+        )
         report(f"prepare_image ({len(rows)} x 512x512 PNG)", seconds, len(rows))
         seconds = timed(lambda: [fingerprint(r["image"]) for r in rows], args.repeats)
         report(f"manifest hashes ({len(rows)} x 512x512 PNG)", seconds, len(rows))

@@ -460,10 +460,11 @@ def make_rows(n: int, image_size: tuple[int, int], out_dir: Path, seed: int) -> 
 
 def prompt_shape(processor, row: dict, template: str, min_pixels: int, max_pixels: int) -> tuple[int, int]:
     """(prompt tokens, image patches) of one row as the trainer builds it: its image resized once to the bounds."""
-    from medvlm_trl.data.images import prepare_image
+    from medvlm_trl.data.images import image_factor, prepare_image
     from medvlm_trl.data.prompts import add_prompt
 
-    image = prepare_image(row["image"], min_pixels=min_pixels, max_pixels=max_pixels, row_id=row["id"])
+    factor = image_factor(processor)
+    image = prepare_image(row["image"], min_pixels=min_pixels, max_pixels=max_pixels, row_id=row["id"], factor=factor)
     text = processor.apply_chat_template(
         add_prompt(row, template)["prompt"], add_generation_prompt=True, tokenize=False
     )

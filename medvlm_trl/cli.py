@@ -10,7 +10,7 @@ import importlib
 import sys
 
 COMMANDS = {
-    "make-tiny-model": ("medvlm_trl.tiny:main", "build the tiny offline Qwen2-VL (and causal LM) into a folder"),
+    "make-tiny-model": ("medvlm_trl.tiny:main", "build a tiny offline VLM (--family) or causal LM into a folder"),
     "make-sample-data": ("medvlm_trl.data.sample:main", "write the embedded real-image sample set to a folder"),
     "grpo": ("medvlm_trl.grpo:main", "GRPO / Dr.GRPO training from a YAML recipe"),
     "sft": ("medvlm_trl.sft:main", "SFT baseline (full or LoRA) from a YAML recipe"),

@@ -23,7 +23,7 @@ from typing import Any
 
 from trl import GRPOConfig
 
-from medvlm_trl.data.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, PATCH_FACTOR
+from medvlm_trl.data.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
 from medvlm_trl.data.prompts import TEMPLATES
 from medvlm_trl.run_safety import RunSafetyArguments
 
@@ -46,13 +46,11 @@ def _normalise_scale_rewards(value: Any) -> Any:
 
 
 def check_pixel_bounds(min_pixels: int, max_pixels: int) -> None:
-    """Refuse bounds Qwen2-VL's resize cannot meet: it never goes below one 28x28 image token, so a smaller
-    `max_pixels` would be silently exceeded."""
-    if not PATCH_FACTOR * PATCH_FACTOR <= min_pixels <= max_pixels:
-        raise ValueError(
-            f"need {PATCH_FACTOR * PATCH_FACTOR} <= min_pixels <= max_pixels (one 28x28 image token at least), "
-            f"got min_pixels={min_pixels}, max_pixels={max_pixels}"
-        )
+    """Refuse bounds no model can meet (a recipe is checked before any model is known). The model's own floor, one
+    image token of its processor's `image_factor` squared pixels, is checked once its processor is loaded
+    (`medvlm_trl.data.images.pin_processor_pixels`): below it the resize would silently exceed `max_pixels`."""
+    if not 1 <= min_pixels <= max_pixels:
+        raise ValueError(f"need 1 <= min_pixels <= max_pixels, got min_pixels={min_pixels}, max_pixels={max_pixels}")
 
 
 @dataclass
@@ -160,7 +158,7 @@ class MedVLMScriptArguments:
 
 @dataclass
 class MedVLMGRPOConfig(RunSafetyArguments, GRPOConfig):
-    r"""TRL's `GRPOConfig` with the fields the two papers add: a named loss preset, Qwen2-VL's pixel bounds, the
+    r"""TRL's `GRPOConfig` with the fields the two papers add: a named loss preset, the images' pixel bounds, the
     rewards by recipe name, the prompt template and the semantic judge (and run safety's `overwrite_output_dir`, see
     `medvlm_trl.run_safety`).
 
@@ -205,16 +203,17 @@ class MedVLMGRPOConfig(RunSafetyArguments, GRPOConfig):
     min_pixels: int = field(
         default=DEFAULT_MIN_PIXELS,
         metadata={
-            "help": "Fewest pixels of an image after Qwen2-VL's resize (3136 = 4 image tokens, Qwen2-VL's own "
-            "bound). Every image is resized once, before generation, so policy, reference model and vLLM see the "
-            "same pixels."
+            "help": "Fewest pixels of an image after the model's resize (3136 = 56x56, Qwen2-VL's own bound; at "
+            "least one image token of the model's processor: 28x28 for Qwen2-VL / Qwen2.5-VL, 32x32 for Qwen3-VL / "
+            "Qwen3.5). Every image is resized once, before generation, to the grid of the model's own processor, so "
+            "policy, reference model and vLLM see the same pixels."
         },
     )
     max_pixels: int = field(
         default=DEFAULT_MAX_PIXELS,
         metadata={
-            "help": "Most pixels of an image after Qwen2-VL's resize (the RL-MedVQA study: 401408 = 512 image "
-            "tokens of 28x28 pixels). Bounds the prompt length, since GRPO truncates no prompt."
+            "help": "Most pixels of an image after the model's resize (the RL-MedVQA study: 401408 = 512 image "
+            "tokens of Qwen2-VL's 28x28 pixels). Bounds the prompt length, since GRPO truncates no prompt."
         },
     )
     reward_funcs: list[str] | None = field(

@@ -226,11 +226,12 @@ def require_vllm_if_used(training_args) -> None:
 
 
 def load_model_and_processor(model_args, training_args: MedVLMGRPOConfig):
-    """Qwen2-VL with `AutoModelForImageTextToText` (ModelConfig's dtype and attention) and its processor, padding left."""
+    """The VLM with `AutoModelForImageTextToText` (ModelConfig's dtype and attention) and its processor, padding left."""
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
     from trl import get_quantization_config
 
+    from medvlm_trl.data.images import pin_processor_pixels
     from medvlm_trl.loading import load_pretrained
 
     require_model_name(model_args)
@@ -261,6 +262,10 @@ def load_model_and_processor(model_args, training_args: MedVLMGRPOConfig):
         padding_side="left",
         trust_remote_code=training_args.trust_remote_code,
     )
+    try:  # the processor's own grid and floor (one image token); the trainer pins the same bounds again
+        pin_processor_pixels(processor, training_args.min_pixels, training_args.max_pixels)
+    except ValueError as err:
+        raise RecipeError(f"{model_args.model_name_or_path}: {err}") from err
     if model_args.model_revision != "main" and training_args.model_init_kwargs is None:
         # TRL loads the reference model (beta > 0) from the policy's name with these kwargs: same revision.
         training_args.model_init_kwargs = {"revision": model_args.model_revision}

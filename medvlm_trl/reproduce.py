@@ -78,11 +78,12 @@ class _Tiny:
     def __init__(self, which: str):
         self.which = which
 
-    def resolve(self) -> Any:
+    def resolve(self, family: str = "qwen2_vl") -> Any:
         from medvlm_trl import tiny
+        from medvlm_trl.tiny_families import tiny_family_path
 
         values = {
-            "vlm": lambda: str(tiny.tiny_vlm_path()),
+            "vlm": lambda: str(tiny.tiny_vlm_path() if family == "qwen2_vl" else tiny_family_path(family)),
             "lm": lambda: str(tiny.tiny_causal_lm_path()),
             "min_pixels": lambda: tiny.TINY_MIN_PIXELS,
             "max_pixels": lambda: tiny.TINY_MAX_PIXELS,
@@ -317,8 +318,9 @@ def table_rows(paper: str, recipes_dir: str | os.PathLike | None = None) -> list
     return rows
 
 
-def apply_overrides(recipe: dict, overrides: dict, known: set[str]) -> dict:
-    """`recipe` with each override whose key `known` holds (a `_WhenSet` one only where the recipe sets it)."""
+def apply_overrides(recipe: dict, overrides: dict, known: set[str], family: str = "qwen2_vl") -> dict:
+    """`recipe` with each override whose key `known` holds (a `_WhenSet` one only where the recipe sets it); the tiny
+    model is `family`'s (`medvlm_trl.tiny_families`: a recipe of `recipes/<paper>/<family>/` runs on its family's)."""
     out = dict(recipe)
     for key, value in overrides.items():
         if key not in known:
@@ -327,7 +329,7 @@ def apply_overrides(recipe: dict, overrides: dict, known: set[str]) -> dict:
             if out.get(key) is None:
                 continue
             value = value.value
-        out[key] = value.resolve() if isinstance(value, _Tiny) else value
+        out[key] = value.resolve(family) if isinstance(value, _Tiny) else value
     return out
 
 

@@ -7,7 +7,7 @@ training row becomes TRL's prompt-completion form,
 
     prompt:     [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "<question + options> ..."}]}]
     completion: [{"role": "assistant", "content": "B"}]
-    images:     [<the row's image, resized once to Qwen2-VL's grid within min_pixels..max_pixels>]
+    images:     [<the row's image, resized once to the model's grid within min_pixels..max_pixels>]
 
 and `completion_only_loss: true` makes TRL's `DataCollatorForVisionLanguageModeling` label only the completion: the
 answer letter and the end-of-turn marker the chat template closes it with. Prompt, system turn and image tokens carry
@@ -56,18 +56,18 @@ logger = logging.getLogger(__name__)
 @dataclass
 class BaselineScriptArguments(MedVLMScriptArguments):
     """The GRPO recipes' data arguments plus what `GRPOConfig` holds for GRPO but `SFTConfig` / `DPOConfig` lack: the
-    prompt template and Qwen2-VL's pixel bounds (same key names, so one recipe override set serves every trainer)."""
+    prompt template and the images' pixel bounds (same key names, so one recipe override set serves every trainer)."""
 
     prompt_template: str = field(
         default="simple",
         metadata={"help": f"Prompt template by name, one of {sorted(TEMPLATES)}; the baselines use `simple`."},
     )
     min_pixels: int = field(
-        default=DEFAULT_MIN_PIXELS, metadata={"help": "Lower bound of image pixels after Qwen2-VL's resize rule."}
+        default=DEFAULT_MIN_PIXELS, metadata={"help": "Lower bound of image pixels after the model's resize rule."}
     )
     max_pixels: int = field(
         default=DEFAULT_MAX_PIXELS,
-        metadata={"help": "Upper bound of image pixels after Qwen2-VL's resize rule (the study: 401408 = 512 tokens)."},
+        metadata={"help": "Upper bound of image pixels after the model's resize rule (the study: 401408)."},
     )
     merge_lora: bool = field(
         default=True,
@@ -101,9 +101,10 @@ def _num_images(row: dict) -> int:
     return len(row["images"]) if row.get("images") else 1
 
 
-def _row_images(row: dict, script_args: BaselineScriptArguments) -> list:
+def _row_images(row: dict, script_args: BaselineScriptArguments, factor: int) -> list:
     values = row["images"] if row.get("images") else [row.get("image")]
-    return [prepare_image(v, script_args.min_pixels, script_args.max_pixels, row_id=str(row.get("id"))) for v in values]
+    bounds = (script_args.min_pixels, script_args.max_pixels)
+    return [prepare_image(v, *bounds, row_id=str(row.get("id")), factor=factor) for v in values]
 
 
 def build_dataset(
@@ -111,8 +112,12 @@ def build_dataset(
     make_example: Callable[[dict], dict],
     script_args: BaselineScriptArguments,
     report: SkipReport | None = None,
+    *,
+    factor: int,
 ):
     """A `datasets.Dataset` of examples with their images prepared once, written to the datasets cache in batches.
+
+    `factor` is the model processor's `image_factor` (what `load_pinned_processor` returns with the processor).
 
     Every image is read here, before training starts, so an unreadable one fails with the row's id (or, with
     `skip_bad_rows`, is dropped and counted in `report`) instead of failing inside the collator mid-run.
@@ -127,7 +132,7 @@ def build_dataset(
         nonlocal kept
         for row in rows:
             try:
-                images = _row_images(row, script_args)
+                images = _row_images(row, script_args, factor)
             except ImageLoadError as err:
                 if not script_args.skip_bad_rows:
                     raise
@@ -233,8 +238,9 @@ def card_hyperparameters(training_args, model_args) -> dict[str, Any]:
 
 
 def load_pinned_processor(script_args, training_args, model_args):
-    """The processor TRL would load for the model, with the run's pixel bounds set before the trainer sees a row: the
-    images are already resized to them, so its own resize is the identity, and the saved processor records them."""
+    """The processor TRL would load for the model and its `image_factor`, with the run's pixel bounds set before the
+    trainer sees a row: the images are resized to them on the processor's own grid, so its own resize is the
+    identity, and the saved processor records them. Bounds below one image token of the model are a `RecipeError`."""
     from transformers import AutoProcessor
 
     processor = load_pretrained(
@@ -244,8 +250,16 @@ def load_pinned_processor(script_args, training_args, model_args):
         revision=model_args.model_revision,
         trust_remote_code=training_args.trust_remote_code,
     )
-    pin_processor_pixels(processor, script_args.min_pixels, script_args.max_pixels)
-    return processor
+    try:
+        factor = pin_processor_pixels(processor, script_args.min_pixels, script_args.max_pixels)
+    except ValueError as err:
+        raise RecipeError(f"{model_args.model_name_or_path}: {err}") from err
+    if factor is None:
+        raise RecipeError(
+            f"{model_args.model_name_or_path}: its processor has no image processor; the baselines train "
+            "vision-language models"
+        )
+    return processor, factor
 
 
 def train_baseline(
@@ -260,12 +274,13 @@ def train_baseline(
     apply_model_init_kwargs(training_args, model_args)
     rows = load_train_rows(script_args)
     check_split_overlap(rows, script_args)
-    dataset = build_dataset(rows, example, script_args)
+    processor, factor = load_pinned_processor(script_args, training_args, model_args)
+    dataset = build_dataset(rows, example, script_args, factor=factor)
     trainer = trainer_cls(
         model=model_args.model_name_or_path,
         args=training_args,
         train_dataset=dataset,
-        processing_class=load_pinned_processor(script_args, training_args, model_args),
+        processing_class=processor,
         peft_config=get_peft_config(model_args),
     )
     trainer.add_callback(RunInfoCallback(script_args))

@@ -292,15 +292,22 @@ def tiny_causal_lm_path() -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`medvlm-trl make-tiny-model OUT_DIR [--causal-lm]`."""
+    """`medvlm-trl make-tiny-model OUT_DIR [--causal-lm | --family qwen2_vl|qwen2_5_vl|qwen3_vl|qwen3_5]`."""
     import argparse
+
+    from medvlm_trl.tiny_families import FAMILIES, build_tiny_family
 
     parser = argparse.ArgumentParser(prog="medvlm-trl make-tiny-model", description=main.__doc__)
     parser.add_argument("out_dir", help="folder to save the model and its processor into")
     parser.add_argument("--causal-lm", action="store_true", help="build the tiny causal LM instead of the Qwen2-VL")
+    parser.add_argument(
+        "--family", choices=FAMILIES, default="qwen2_vl", help="which vision-language family (medvlm_trl.tiny_families)"
+    )
     parser.add_argument("--seed", type=int, default=SEED)
     args = parser.parse_args(argv)
-    builder = build_tiny_causal_lm if args.causal_lm else build_tiny_vlm
-    out = builder(args.out_dir, seed=args.seed)
-    print(f"saved {'tiny causal LM' if args.causal_lm else 'tiny Qwen2-VL'} to {out}")
+    if args.causal_lm:
+        out, what = build_tiny_causal_lm(args.out_dir, seed=args.seed), "tiny causal LM"
+    else:
+        out, what = build_tiny_family(args.family, args.out_dir, seed=args.seed), f"tiny {args.family}"
+    print(f"saved {what} to {out}")
     return 0

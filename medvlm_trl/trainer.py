@@ -2,11 +2,12 @@
 
 1. Images are read and resized once, before generation (MedVLM-R1 section 4.1 trains Qwen2-VL-2B on MRI slices; the
    RL-MedVQA study, section 4, bounds images at `max_pixels = 401408`). A row's image may be a PIL image, a file path
-   (PNG, JPEG or DICOM), raw bytes or a `datasets` image dict; it becomes RGB at Qwen2-VL's grid within the configured
-   pixel bounds (`medvlm_trl.data.images.prepare_image`). The processor's own bounds are set to the same values, so
-   its resize is the identity: the policy, the reference model and vLLM all receive the same pixels, and the number of
-   image tokens in the prompt (`image_grid_thw.prod() // 4` per image) agrees everywhere. A missing or unreadable
-   image stops training with an `ImageLoadError` naming the row.
+   (PNG, JPEG or DICOM), raw bytes or a `datasets` image dict; it becomes RGB on the grid of the model's own processor
+   (`image_factor`: patch size x merge size, 28 pixels for Qwen2-VL and Qwen2.5-VL, 32 for Qwen3-VL and Qwen3.5)
+   within the configured pixel bounds (`medvlm_trl.data.images.prepare_image`). The processor's own bounds are set to
+   the same values, so its resize is the identity: the policy, the reference model and vLLM all receive the same
+   pixels, and the number of image tokens in the prompt (`image_grid_thw.prod() // merge_size**2` per image) agrees
+   everywhere. A missing or unreadable image stops training with an `ImageLoadError` naming the row.
 2. Rewards are also logged per modality (`reward_by_modality/<modality>/mean`, next to TRL's
    `rewards/<name>/mean`), since both papers report accuracy per modality (MedVLM-R1 Table 1: MRI, CT, X-ray), and
    each logged completion (`log_completions=True`) carries its row's `id` and `modality`.
@@ -36,7 +37,7 @@ LOGGED_ROW_COLUMNS = ("id", "modality")
 
 
 class MedVLMGRPOTrainer(VLLMColocatePromptMixin, GRPOTrainer):
-    """GRPO / Dr.GRPO for Qwen2-VL on medical multiple-choice VQA (MedVLM-R1, section 3; RL-MedVQA study, section 3).
+    """GRPO / Dr.GRPO for the Qwen VL families on medical multiple-choice VQA (MedVLM-R1, section 3; RL-MedVQA study, section 3).
 
     Takes the same arguments as `trl.GRPOTrainer`. With a `MedVLMGRPOConfig`, its `min_pixels` / `max_pixels` bound
     every image; with a plain `GRPOConfig`, Qwen2-VL's default minimum and the study's maximum (401408) apply.
@@ -60,8 +61,10 @@ class MedVLMGRPOTrainer(VLLMColocatePromptMixin, GRPOTrainer):
         super().__init__(*args, **kwargs)
         self.min_pixels = int(getattr(self.args, "min_pixels", DEFAULT_MIN_PIXELS))
         self.max_pixels = int(getattr(self.args, "max_pixels", DEFAULT_MAX_PIXELS))
+        # Pixels per image-token side of this model's processor; None for a text-only model (no images to size).
+        self.image_factor = None
         if self._is_vlm:
-            pin_processor_pixels(self.processing_class, self.min_pixels, self.max_pixels)
+            self.image_factor = pin_processor_pixels(self.processing_class, self.min_pixels, self.max_pixels)
             # TRL left-pads prompt ids by hand but lets the processor pad the per-token multimodal fields
             # (mm_token_type_ids) of the forward pass: with right padding those would no longer line up.
             if self._tokenizer.padding_side != "left":
@@ -97,7 +100,9 @@ class MedVLMGRPOTrainer(VLLMColocatePromptMixin, GRPOTrainer):
         return rows
 
     def _prepare_image(self, value: Any, row_id: str | None):
-        return prepare_image(value, min_pixels=self.min_pixels, max_pixels=self.max_pixels, row_id=row_id)
+        return prepare_image(
+            value, min_pixels=self.min_pixels, max_pixels=self.max_pixels, row_id=row_id, factor=self.image_factor
+        )
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         # The one place where TRL reads the rows' images (for generation, the policy and the reference forward

@@ -1,9 +1,10 @@
-"""vLLM colocated rollouts for Qwen2-VL that start from the prompt the policy scores.
+"""vLLM colocated rollouts for the Qwen VL families that start from the prompt the policy scores.
 
 GRPO's objective (MedVLM-R1, section 3, eq. 1; RL-MedVQA study, section 3.1) weights the log-probabilities of the
 sampled completions under the policy, conditioned on the question and its image. With `use_vllm=True,
 vllm_mode="colocate"`, TRL 1.16 samples those completions with vLLM but hands it the prompt ids that the Hugging Face
-processor has already expanded (one `<|image_pad|>` per 28x28 block of the image) together with the image itself
+processor has already expanded (one `<|image_pad|>` per image token: a 28x28 block of the image for Qwen2-VL and
+Qwen2.5-VL, 32x32 for Qwen3-VL and Qwen3.5) together with the image itself
 (`trl/generation/vllm_generation.py`, `VLLMGeneration.generate`). vLLM then runs Qwen2-VL's multimodal processor on
 those ids: it replaces the first `<|image_pad|>` it finds for each image with that image's full run of tokens and keeps
 the rest as text (vLLM v0.31.0, `vllm/model_executor/models/qwen2_vl.py`,
@@ -38,9 +39,15 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-# Model types whose vLLM processor replaces one image placeholder token with a run of that same token (vLLM v0.31.0:
-# Qwen2.5-VL's processor subclasses Qwen2-VL's). For any other model the prompts are still checked, but not rewritten.
-QWEN2_VL_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl")
+# Model types whose vLLM processor replaces one image placeholder token with a run of that same token, of length
+# `grid_t * grid_h * grid_w // merge_size**2` of the image processor's grid: vLLM v0.31.0's Qwen2-VL processor, which
+# Qwen2.5-VL's subclasses; vLLM's Qwen3-VL processor (`vllm/model_executor/models/qwen3_vl.py`,
+# `Qwen3VLMultiModalProcessor._get_prompt_updates`: target `hf_processor.image_token`, replacement
+# `[image_token_id] * num_tokens`), whose processing Qwen3.5's vLLM model reuses. The token count follows each model's
+# own patch and merge size, so the collapsed placeholder is re-expanded on that model's grid. For any other model the
+# prompts are still checked, but not rewritten.
+COLLAPSE_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_5")
+QWEN2_VL_MODEL_TYPES = COLLAPSE_MODEL_TYPES  # the name before Qwen3-VL and Qwen3.5 were added
 
 
 class RolloutPromptMismatchError(RuntimeError):
@@ -105,8 +112,8 @@ class ColocatedVLLMPromptGuard:
     Args:
         llm: the `vllm.LLM` that TRL created.
         image_token_id: the model's image placeholder token (`config.image_token_id`).
-        collapse: whether to un-expand image placeholders (True for the Qwen2-VL family); when False the prompts are
-            only checked.
+        collapse: whether to un-expand image placeholders (True for `COLLAPSE_MODEL_TYPES`); when False the prompts
+            are only checked.
     """
 
     def __init__(self, llm: Any, image_token_id: int | None, collapse: bool = True):
@@ -159,7 +166,7 @@ class ColocatedVLLMPromptGuard:
             )
         else:
             message += (
-                "This model's image placeholders are not un-expanded here (only the Qwen2-VL family is), and vLLM "
+                "This model's image placeholders are not un-expanded here (only the Qwen VL families' are), and vLLM "
                 "expanded the already-expanded prompt again (huggingface/trl#6294); generate with transformers "
                 "(use_vllm=False) instead."
             )
@@ -172,7 +179,8 @@ def _image_token_id(model: Any) -> int | None:
 
 
 class VLLMColocatePromptMixin:
-    """Put in front of `trl.GRPOTrainer` in a class's bases to make vLLM colocated rollouts of Qwen2-VL correct.
+    """Put in front of `trl.GRPOTrainer` in a class's bases to make vLLM colocated rollouts of the Qwen VL families
+    (`COLLAPSE_MODEL_TYPES`) correct.
 
     `class MedVLMGRPOTrainer(VLLMColocatePromptMixin, GRPOTrainer)`: after TRL has built its colocated engine, the
     engine is wrapped in a `ColocatedVLLMPromptGuard`, so that vLLM samples each rollout from the same token ids,
@@ -187,13 +195,13 @@ class VLLMColocatePromptMixin:
             return
         model = self.accelerator.unwrap_model(self.model)
         model_type = getattr(getattr(model, "config", None), "model_type", None)
-        collapse = model_type in QWEN2_VL_MODEL_TYPES
+        collapse = model_type in COLLAPSE_MODEL_TYPES
         if not collapse:
             logger.warning(
                 "vLLM colocate with %s: image placeholders are un-expanded only for %s; rollout prompts will be "
                 "checked, and a mismatch stops training (huggingface/trl#6294).",
                 model_type,
-                ", ".join(QWEN2_VL_MODEL_TYPES),
+                ", ".join(COLLAPSE_MODEL_TYPES),
             )
         guard = ColocatedVLLMPromptGuard(self.vllm_generation.llm, _image_token_id(model), collapse=collapse)
         self.vllm_generation.llm = guard

@@ -26,3 +26,32 @@ def tiny_lm():
     from medvlm_trl.tiny import tiny_causal_lm_path
 
     return str(tiny_causal_lm_path())
+
+
+def _families():
+    from medvlm_trl.tiny_families import FAMILIES
+
+    return FAMILIES
+
+
+@pytest.fixture(scope="session", params=_families())
+def family(request):
+    """Each tiny model family in turn (`medvlm_trl.tiny_families.FAMILIES`): a test that takes it runs once per
+    family."""
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def family_vlm(family):
+    """Path of the tiny random-weight model of `family` (model + processor), loadable with the auto classes."""
+    from medvlm_trl.tiny_families import tiny_family_path
+
+    return str(tiny_family_path(family))
+
+
+@pytest.fixture(scope="session")
+def family_factor(family):
+    """Pixels per image-token side of `family`'s processor (28 for Qwen2-VL / Qwen2.5-VL, 32 for Qwen3-VL / Qwen3.5)."""
+    from medvlm_trl.tiny_families import spec
+
+    return spec(family).factor

@@ -95,7 +95,7 @@ def test_without_a_preset_any_trl_loss_passes_through(tmp_path, loss_type):
     [
         ({"loss_preset": "ppo"}, "loss_preset must be one of"),
         ({"prompt_template": "chatty"}, "prompt_template must be one of"),
-        ({"min_pixels": 100}, "min_pixels <= max_pixels"),
+        ({"min_pixels": 0}, "min_pixels <= max_pixels"),
         ({"min_pixels": 200_000, "max_pixels": 100_000}, "min_pixels <= max_pixels"),
         ({"reward_funcs": ["format", "accuracy"], "reward_weights": [1.0]}, "one weight per reward"),
         ({"reward_funcs": ["format", "semantic"]}, "semantic_judge_model"),

@@ -70,7 +70,7 @@ def test_collated_pair_has_chosen_and_rejected_completions(tiny_vlm):
 
     rows = load_sample("train")[:2]
     args = DPOScriptArguments(max_pixels=TINY_MAX_PIXELS, rejected_seed=5)
-    dataset = build_dataset(rows, lambda r: preference_example(r, "simple", args.rejected_seed), args)
+    dataset = build_dataset(rows, lambda r: preference_example(r, "simple", args.rejected_seed), args, factor=28)
     processor = AutoProcessor.from_pretrained(tiny_vlm)
     batch = DataCollatorForVisionPreference(processor)([dict(dataset[i]) for i in range(2)])
     tok = processor.tokenizer

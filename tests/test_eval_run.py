@@ -92,6 +92,8 @@ def test_resume_after_an_interrupted_run_scores_no_question_twice(tmp_path, hf_g
     class KilledAfter:
         """The real generator, interrupted on its third batch (after 8 rows were written)."""
 
+        image_factor = hf_generator.image_factor  # images on the model's grid, as the clean run had them
+
         def __init__(self, batches):
             self.batches, self.prompts = batches, 0
 
@@ -334,7 +336,8 @@ def test_images_reach_the_model_at_the_prepared_size(tiny_vlm, monkeypatch):
     max_pixels = 4 * TINY_MAX_PIXELS
     generator = HFGenerator(tiny_vlm, max_new_tokens=1, min_pixels=TINY_MIN_PIXELS, max_pixels=max_pixels, device="cpu")
     row = max(load_sample("test"), key=lambda r: Image.open(r["image"]).width * Image.open(r["image"]).height)
-    image = prepare_image(row["image"], TINY_MIN_PIXELS, max_pixels, row["id"])
+    assert generator.image_factor == 28  # read from the tiny Qwen2-VL's processor
+    image = prepare_image(row["image"], TINY_MIN_PIXELS, max_pixels, row["id"], factor=generator.image_factor)
     assert image.width * image.height > TINY_MAX_PIXELS  # the processor's own bound would shrink it
     seen = {}
 

@@ -146,7 +146,7 @@ def test_skip_bad_rows_decodes_training_images_and_counts_a_corrupt_one(tmp_path
     from medvlm_trl.data.images import prepare_image
 
     with pytest.raises(ImageLoadError, match=first["id"]):
-        prepare_image(bad["image"], row_id=bad["id"])
+        prepare_image(bad["image"], row_id=bad["id"], factor=28)
 
 
 @pytest.mark.parametrize(

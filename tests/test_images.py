@@ -8,7 +8,14 @@ import pydicom.data
 import pytest
 from PIL import Image
 
-from medvlm_trl.data.images import ImageLoadError, load_image, num_image_tokens, prepare_image
+from medvlm_trl.data.images import (
+    ImageLoadError,
+    image_factor,
+    load_image,
+    num_image_tokens,
+    pin_processor_pixels,
+    prepare_image,
+)
 
 DICOM_DIR = Path(pydicom.data.__file__).parent / "test_files"
 
@@ -57,24 +64,64 @@ def test_corrupt_bytes_and_truncated_file_name_the_row(tmp_path):
         load_image(None, row_id="q-5")
 
 
+@pytest.mark.parametrize("factor", [28, 32], ids=["patch14", "patch16"])
 @pytest.mark.parametrize("size", [(2000, 1500), (30, 30), (900, 60), (28, 28)])
-def test_prepared_images_lie_on_the_grid_within_bounds(size):
+def test_prepared_images_lie_on_the_grid_within_bounds(size, factor):
     min_pixels, max_pixels = 3136, 401408
-    out = prepare_image(Image.new("RGB", size), min_pixels=min_pixels, max_pixels=max_pixels)
-    assert out.width % 28 == 0 and out.height % 28 == 0
+    out = prepare_image(Image.new("RGB", size), min_pixels=min_pixels, max_pixels=max_pixels, factor=factor)
+    assert out.width % factor == 0 and out.height % factor == 0
     assert min_pixels <= out.width * out.height <= max_pixels
-    assert num_image_tokens(out) == out.width * out.height // 784
+    assert num_image_tokens(out, factor) == out.width * out.height // factor**2
 
 
 def test_preparing_twice_is_the_identity():
-    once = prepare_image(Image.new("RGB", (2000, 1500)), max_pixels=200704)
-    twice = prepare_image(once, max_pixels=200704)
+    once = prepare_image(Image.new("RGB", (2000, 1500)), max_pixels=200704, factor=32)
+    twice = prepare_image(once, max_pixels=200704, factor=32)
     assert once.size == twice.size
 
 
 def test_an_impossible_aspect_ratio_names_the_row():
     with pytest.raises(ImageLoadError, match="row 'thin'"):
-        prepare_image(Image.new("RGB", (3, 1000)), row_id="thin")
+        prepare_image(Image.new("RGB", (3, 1000)), row_id="thin", factor=28)
+
+
+def test_each_family_processor_gives_its_own_factor_and_token_count(family, family_vlm, family_factor):
+    """The factor comes from the model's processor, and our token count is the processor's own for the image."""
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(family_vlm)
+    assert image_factor(processor) == family_factor == {"qwen2_vl": 28, "qwen2_5_vl": 28}.get(family, 32)
+    image = prepare_image(Image.new("RGB", (333, 250)), 3136, 401408, factor=family_factor)
+    assert pin_processor_pixels(processor, 3136, 401408) == family_factor
+    grid = processor.image_processor(images=[image], return_tensors="pt")["image_grid_thw"][0]
+    assert int(grid.prod()) // processor.image_processor.merge_size**2 == num_image_tokens(image, family_factor)
+    assert (
+        int(grid[2]) * processor.image_processor.patch_size,
+        int(grid[1]) * processor.image_processor.patch_size,
+    ) == (image.size)  # the processor kept our size: its resize is the identity
+
+
+def test_bounds_below_one_token_of_the_model_are_refused_by_its_own_factor(family_vlm, family_factor):
+    """900 pixels hold one 28x28 token but not one 32x32 token: the floor is the model's, not Qwen2-VL's."""
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(family_vlm)
+    if family_factor == 28:
+        assert pin_processor_pixels(processor, 900, 50176) == 28
+    else:
+        with pytest.raises(ValueError, match=r"need 1024 <= min_pixels .*32x32 pixels an image token"):
+            pin_processor_pixels(processor, 900, 50176)
+
+
+def test_a_processor_that_merges_no_patches_is_refused():
+    from transformers import CLIPImageProcessor
+
+    class LlavaLike:
+        image_processor = CLIPImageProcessor()
+
+    assert image_factor(LlavaLike()) is None
+    with pytest.raises(ValueError, match="does not merge patches"):
+        pin_processor_pixels(LlavaLike(), 3136, 401408)
 
 
 def test_a_16_bit_grayscale_png_and_a_float_image_keep_their_contrast(tmp_path):

@@ -293,3 +293,73 @@ def test_a_recipe_name_must_say_its_command(tmp_path):
     (folder / "sft_qwen2vl_2b.yaml").rename(folder / "finetune_qwen2vl_2b.yaml")
     with pytest.raises(ReproduceError):
         table_rows("medvlm_r1", tmp_path / "recipes")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The same rows on the newer bases: recipes/<paper>/<family>/ (medvlm_trl.tiny_families)
+
+FAMILY_MODELS = {
+    "qwen2_5_vl": ("Qwen/Qwen2.5-VL-3B-Instruct", "qwen2_5vl_3b_instruct"),
+    "qwen3_vl": ("Qwen/Qwen3-VL-2B-Instruct", "qwen3vl_2b_instruct"),
+    "qwen3_5": ("Qwen/Qwen3.5-0.8B", "qwen3_5_0_8b"),
+}
+# Each family's rows, and the paper row each one repeats.
+FAMILY_ROWS = {
+    "medvlm_r1": {"grpo": "grpo_qwen2vl_2b", "sft": "sft_qwen2vl_2b", "zero_shot": "zero_shot_qwen2vl_2b"},
+    "rl_medvqa": {"dr_grpo": "dr_grpo_qwen2vl_2b_instruct", "zero_shot": "zero_shot_qwen2vl_2b_instruct"},
+}
+# What a family's recipe may change against the paper's row: the model, where it writes, and (Qwen3.5) the template.
+CHOSEN_FOR_THE_BASE = {"model_name_or_path", "model", "output_dir", "chat_template_kwargs"}
+FAMILY_RECIPES = sorted(p for paper in PAPERS for fam in FAMILY_MODELS for p in (RECIPES / paper / fam).glob("*.yaml"))
+
+
+def _family_row(path):
+    """(paper, family, row kind, the paper's recipe it repeats) of a family recipe."""
+    paper, family = path.parent.parent.name, path.parent.name
+    kind = next(k for k in sorted(FAMILY_ROWS[paper], key=len, reverse=True) if path.stem.startswith(k + "_"))
+    return paper, family, kind, RECIPES / paper / f"{FAMILY_ROWS[paper][kind]}.yaml"
+
+
+@pytest.mark.parametrize("paper", PAPERS)
+@pytest.mark.parametrize("family", sorted(FAMILY_MODELS))
+def test_every_family_has_each_row_once(paper, family):
+    _, stem = FAMILY_MODELS[family]
+    files = sorted(p.name for p in (RECIPES / paper / family).glob("*.yaml"))
+    assert files == sorted(f"{kind}_{stem}.yaml" for kind in FAMILY_ROWS[paper])
+
+
+@pytest.mark.parametrize("path", FAMILY_RECIPES, ids=lambda p: f"{p.parent.parent.name}/{p.parent.name}/{p.stem}")
+def test_family_recipe_is_the_papers_row_on_another_model(path):
+    """Every value but the model (and Qwen3.5's template switch) is the paper row's; it parses as its command does."""
+    paper, family, kind, source = _family_row(path)
+    mine, theirs = raw(path), raw(source)
+    assert {k: v for k, v in mine.items() if k not in CHOSEN_FOR_THE_BASE} == {
+        k: v for k, v in theirs.items() if k not in CHOSEN_FOR_THE_BASE
+    }
+    model = mine.get("model_name_or_path", mine.get("model"))
+    assert model == FAMILY_MODELS[family][0]
+    # Qwen3.5's template opens <think> in the prompt unless told otherwise; the other families have no such switch.
+    # (SFT: TRL 1.16's SFTTrainer takes template arguments only per example, so its row keeps the template's default.)
+    closed = family == "qwen3_5" and kind != "sft"
+    assert mine.get("chat_template_kwargs") == ({"enable_thinking": False} if closed else None)
+    text = path.read_text()
+    assert "paper" in text.split("model_name_or_path")[0] or "study" in text  # the comments say whose values
+    if kind == "zero_shot":
+        protocol = load_protocol(RECIPES / paper)
+        args = check_eval_arguments({**eval_settings(protocol), **load_eval_recipe(path, protocol), "out": "x"}, "x")
+        assert args.model == model
+    else:
+        script_args, args, model_args = parsed(path)
+        assert model_args.model_name_or_path == model
+        assert type(args).__name__ == CONFIG_CLASS[command_for(path)]
+        assert args.output_dir == f"runs/{paper}/full/models/{family}/{path.stem}"
+        if command_for(path) == "grpo":
+            assert args.use_vllm is True and args.beta == 0.04
+            assert args.loss_type == ("dr_grpo" if kind == "dr_grpo" else "grpo")
+
+
+def test_family_recipes_are_not_table_rows():
+    """The papers' tables keep the papers' rows: a family folder adds no row to `reproduce-table1`."""
+    for paper in PAPERS:
+        keys = {r.key for r in table_rows(paper, RECIPES)}
+        assert not keys & {p.stem for p in FAMILY_RECIPES}

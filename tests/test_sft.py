@@ -7,6 +7,8 @@ from medvlm_trl.data.images import ImageLoadError
 from medvlm_trl.sft import BaselineScriptArguments, build_dataset, sft_example
 from medvlm_trl.tiny import TINY_MAX_PIXELS
 
+QWEN2_VL = 28  # the tiny Qwen2-VL's image factor (patch 14 x merge 2), as its processor gives it
+
 
 @pytest.fixture(scope="module")
 def sample_rows():
@@ -43,7 +45,7 @@ def test_example_is_prompt_completion_with_the_letter():
 
 def test_only_answer_tokens_carry_labels(tiny_vlm, sample_rows, tmp_path):
     args = BaselineScriptArguments(max_pixels=TINY_MAX_PIXELS)
-    dataset = build_dataset(sample_rows, lambda r: sft_example(r, "simple"), args)
+    dataset = build_dataset(sample_rows, lambda r: sft_example(r, "simple"), args, factor=QWEN2_VL)
     trainer = _trainer(tiny_vlm, dataset, tmp_path, completion_only_loss=True)
     tok = trainer.processing_class.tokenizer
     batch = trainer.data_collator([dict(dataset[i]) for i in range(len(sample_rows))])
@@ -67,7 +69,7 @@ def test_only_answer_tokens_carry_labels(tiny_vlm, sample_rows, tmp_path):
 def test_without_completion_only_loss_the_prompt_is_labelled(tiny_vlm, sample_rows, tmp_path):
     """The control: the mask above comes from `completion_only_loss`, not from the data."""
     args = BaselineScriptArguments(max_pixels=TINY_MAX_PIXELS)
-    dataset = build_dataset(sample_rows[:2], lambda r: sft_example(r, "simple"), args)
+    dataset = build_dataset(sample_rows[:2], lambda r: sft_example(r, "simple"), args, factor=QWEN2_VL)
     trainer = _trainer(tiny_vlm, dataset, tmp_path, completion_only_loss=False)
     batch = trainer.data_collator([dict(dataset[i]) for i in range(2)])
     assert (batch["labels"][0] != -100).sum() > 10
@@ -75,7 +77,7 @@ def test_without_completion_only_loss_the_prompt_is_labelled(tiny_vlm, sample_ro
 
 def test_images_are_resized_once_to_the_pixel_bound(sample_rows):
     args = BaselineScriptArguments(max_pixels=TINY_MAX_PIXELS)
-    dataset = build_dataset(sample_rows[:2], lambda r: sft_example(r, "simple"), args)
+    dataset = build_dataset(sample_rows[:2], lambda r: sft_example(r, "simple"), args, factor=QWEN2_VL)
     for example in dataset:
         (image,) = example["images"]
         assert image.width % 28 == 0 and image.height % 28 == 0
@@ -86,13 +88,18 @@ def test_unreadable_image_names_the_row_or_is_counted(tmp_path, sample_rows):
     bad = dict(sample_rows[0], id="broken-7", image=str(tmp_path / "missing.png"))
     rows = [bad, sample_rows[1]]
     with pytest.raises(ImageLoadError, match="broken-7"):
-        build_dataset(rows, lambda r: sft_example(r, "simple"), BaselineScriptArguments(max_pixels=TINY_MAX_PIXELS))
+        build_dataset(
+            rows,
+            lambda r: sft_example(r, "simple"),
+            BaselineScriptArguments(max_pixels=TINY_MAX_PIXELS),
+            factor=QWEN2_VL,
+        )
 
     from medvlm_trl.data.schema import SkipReport
 
     report = SkipReport()
     args = BaselineScriptArguments(max_pixels=TINY_MAX_PIXELS, skip_bad_rows=True)
-    dataset = build_dataset(rows, lambda r: sft_example(r, "simple"), args, report=report)
+    dataset = build_dataset(rows, lambda r: sft_example(r, "simple"), args, report=report, factor=QWEN2_VL)
     assert [e["id"] for e in dataset] == [sample_rows[1]["id"]]
     assert report.counts["unreadable_image"] == 1 and report.examples["unreadable_image"] == ["broken-7"]
 
@@ -103,7 +110,7 @@ def test_no_readable_image_at_all_is_a_recipe_error(tmp_path, sample_rows):
     rows = [dict(row, id=f"broken-{i}", image=str(tmp_path / f"missing-{i}.png")) for i, row in enumerate(sample_rows)]
     args = BaselineScriptArguments(max_pixels=TINY_MAX_PIXELS, skip_bad_rows=True)
     with pytest.raises(RecipeError, match=r"no usable training rows.*unreadable_image"):
-        build_dataset(rows, lambda r: sft_example(r, "simple"), args)
+        build_dataset(rows, lambda r: sft_example(r, "simple"), args, factor=QWEN2_VL)
 
 
 def test_bad_template_and_pixel_bounds_are_refused():
@@ -111,9 +118,10 @@ def test_bad_template_and_pixel_bounds_are_refused():
         BaselineScriptArguments(prompt_template="chatty")
     with pytest.raises(ValueError, match="min_pixels"):
         BaselineScriptArguments(min_pixels=10_000, max_pixels=5_000)
-    # Below one 28x28 token, Qwen2-VL's resize would exceed max_pixels; refused as MedVLMGRPOConfig refuses it.
+    # Below one image token of the model, its resize would exceed max_pixels: refused once its processor is loaded
+    # (tests/test_images.py), since the token size is the model's; no model accepts fewer than one pixel.
     with pytest.raises(ValueError, match="min_pixels"):
-        BaselineScriptArguments(min_pixels=100, max_pixels=500)
+        BaselineScriptArguments(min_pixels=0, max_pixels=500)
 
 
 def _tiny_recipe(tmp_path, source, **extra):

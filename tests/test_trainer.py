@@ -15,11 +15,10 @@ from pydicom.data import get_testdata_file
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from medvlm_trl import MedVLMGRPOConfig, MedVLMGRPOTrainer
-from medvlm_trl.data.images import ImageLoadError, prepare_image, smart_resize
+from medvlm_trl.data.images import ImageLoadError, image_factor, prepare_image, smart_resize
 from medvlm_trl.data.prompts import build_prompt
 
 G = 4  # generations per prompt
-PATCH = 14
 
 
 def make_row(row_id, image, modality="MRI"):
@@ -73,6 +72,19 @@ def processor(tiny_vlm):
     return AutoProcessor.from_pretrained(tiny_vlm, padding_side="left")
 
 
+@pytest.fixture
+def family_processor(family_vlm):
+    return AutoProcessor.from_pretrained(family_vlm, padding_side="left")
+
+
+def patch_of(processor):
+    return processor.image_processor.patch_size
+
+
+def merged(processor):
+    return processor.image_processor.merge_size**2
+
+
 def make_trainer(tiny_vlm, processor, tmp_path, rows, reward_funcs, peft_config=None, **overrides):
     settings = dict(
         output_dir=str(tmp_path / "out"),
@@ -87,9 +99,9 @@ def make_trainer(tiny_vlm, processor, tmp_path, rows, reward_funcs, peft_config=
         save_strategy="no",
         report_to="none",
         seed=0,
-        min_pixels=4 * 28 * 28,
-        max_pixels=16 * 28 * 28,
     )
+    factor = image_factor(processor)
+    settings.update(min_pixels=4 * factor * factor, max_pixels=16 * factor * factor)
     settings.update(overrides)
     model = AutoModelForImageTextToText.from_pretrained(tiny_vlm, dtype=torch.float32)
     return CapturingTrainer(
@@ -109,12 +121,10 @@ def two_rows():
 # ------------------------------------------------------------------------------------------------ one training step
 
 
-@pytest.mark.parametrize("preset", ["grpo", "dr_grpo"])
-@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
-def test_one_step_trains(tiny_vlm, processor, tmp_path, preset, lora):
+def check_one_step_trains(model_path, processor, tmp_path, preset, lora):
     peft_config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]) if lora else None
     trainer = make_trainer(
-        tiny_vlm, processor, tmp_path, two_rows(), [low_token_share], peft_config, loss_preset=preset, beta=0.04
+        model_path, processor, tmp_path, two_rows(), [low_token_share], peft_config, loss_preset=preset, beta=0.04
     )
     assert (trainer.loss_type, trainer.scale_rewards) == {"grpo": ("grpo", "group"), "dr_grpo": ("dr_grpo", "none")}[
         preset
@@ -135,6 +145,17 @@ def test_one_step_trains(tiny_vlm, processor, tmp_path, preset, lora):
         assert any("lora_B" in n for n in changed)  # B starts at zero, so it is the first to move
     else:
         assert any("language_model" in n for n in changed)
+
+
+@pytest.mark.parametrize("preset", ["grpo", "dr_grpo"])
+def test_one_step_trains_on_every_family(family_vlm, family_processor, tmp_path, preset):
+    """One GRPO and one Dr.GRPO step, full fine-tuning with the KL term, on each tiny family."""
+    check_one_step_trains(family_vlm, family_processor, tmp_path, preset, lora=False)
+
+
+@pytest.mark.parametrize("preset", ["grpo", "dr_grpo"])
+def test_one_lora_step_trains(tiny_vlm, processor, tmp_path, preset):
+    check_one_step_trains(tiny_vlm, processor, tmp_path, preset, lora=True)
 
 
 # ---------------------------------------------------------------------------------- advantages and loss normaliser
@@ -197,14 +218,16 @@ def image_token_counts(trainer, inputs):
     return (inputs["prompt_ids"] == image_token_id).sum(dim=1).tolist()
 
 
-def test_large_and_tiny_images_end_within_bounds_with_matching_tokens(tiny_vlm, processor, tmp_path):
+def test_large_and_tiny_images_end_within_bounds_with_matching_tokens(family_vlm, family_processor, tmp_path):
+    processor = family_processor
+    factor, patch = image_factor(processor), patch_of(processor)
     large, tiny = picture(2000, 1500), picture(30, 30)
     rows = [make_row("large", large), make_row("tiny", tiny, "CT")]
     processor.tokenizer.padding_side = "right"  # the trainer must put it back to left
     # Bounds on both sides of the processor's own (4 to 64 tokens), so a second resize by it would show.
-    trainer = make_trainer(
-        tiny_vlm, processor, tmp_path, rows, [low_token_share], min_pixels=28 * 28, max_pixels=100 * 28 * 28
-    )
+    bounds = dict(min_pixels=factor * factor, max_pixels=100 * factor * factor)
+    trainer = make_trainer(family_vlm, processor, tmp_path, rows, [low_token_share], **bounds)
+    assert trainer.image_factor == factor
     min_pixels, max_pixels = trainer.args.min_pixels, trainer.args.max_pixels
     size = processor.image_processor.size
     assert (size.shortest_edge, size.longest_edge) == (min_pixels, max_pixels), "processor bounds not pinned"
@@ -216,15 +239,16 @@ def test_large_and_tiny_images_end_within_bounds_with_matching_tokens(tiny_vlm, 
     assert grids.shape[0] == inputs["prompt_ids"].shape[0]  # one image per completion row
     for grid, tokens in zip(grids, image_token_counts(trainer, inputs)):
         t, h, w = grid.tolist()
-        assert min_pixels <= t * h * w * PATCH * PATCH <= max_pixels
-        assert tokens == grid.prod().item() // 4, "image tokens in input_ids disagree with image_grid_thw"
+        assert min_pixels <= t * h * w * patch * patch <= max_pixels
+        assert tokens == grid.prod().item() // merged(processor), "image tokens disagree with image_grid_thw"
     # The pixels the policy saw are exactly our one resize of each image (the processor did not resize again).
-    expected = {prepare_image(im, min_pixels, max_pixels).size for im in (large, tiny)}
-    seen = {(w * PATCH, h * PATCH) for _, h, w in grids.tolist()}
+    expected = {prepare_image(im, min_pixels, max_pixels, factor=factor).size for im in (large, tiny)}
+    seen = {(w * patch, h * patch) for _, h, w in grids.tolist()}
     assert seen == expected
+    assert all(w % factor == 0 and h % factor == 0 for w, h in seen)  # the family's own grid, not another's
     assert {(h, w) for w, h in expected} == {
-        smart_resize(1500, 2000, min_pixels, max_pixels),
-        smart_resize(30, 30, min_pixels, max_pixels),
+        smart_resize(1500, 2000, min_pixels, max_pixels, factor=factor),
+        smart_resize(30, 30, min_pixels, max_pixels, factor=factor),
     }
 
 
@@ -238,8 +262,9 @@ def test_dicom_and_png_paths_train(tiny_vlm, processor, tmp_path):
 
     (_, inputs), *_ = trainer.losses
     bounds = trainer.args.min_pixels, trainer.args.max_pixels
-    expected = {prepare_image(path, *bounds).size for path in (ct, mr, str(png))}
-    assert {(w * PATCH, h * PATCH) for _, h, w in inputs["image_grid_thw"].tolist()} == expected
+    patch = patch_of(processor)
+    expected = {prepare_image(path, *bounds, factor=trainer.image_factor).size for path in (ct, mr, str(png))}
+    assert {(w * patch, h * patch) for _, h, w in inputs["image_grid_thw"].tolist()} == expected
     assert image_token_counts(trainer, inputs) == (inputs["image_grid_thw"].prod(dim=1) // 4).tolist()
 
 
@@ -280,10 +305,10 @@ def modality_reward(completions, modality, **kwargs):
     return [1.0 if m == "MRI" else 0.25 for m in modality]
 
 
-def test_rewards_are_logged_per_modality_and_with_each_completion(tiny_vlm, processor, tmp_path):
+def test_rewards_are_logged_per_modality_and_with_each_completion(family_vlm, family_processor, tmp_path):
     trainer = make_trainer(
-        tiny_vlm,
-        processor,
+        family_vlm,
+        family_processor,
         tmp_path,
         two_rows(),
         [modality_reward, low_token_share],

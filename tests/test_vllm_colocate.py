@@ -1,13 +1,15 @@
-"""vLLM colocated rollouts of Qwen2-VL start from the prompt the policy scores (huggingface/trl#6294, #6401, #4488).
+"""vLLM colocated rollouts of every Qwen VL family start from the prompt the policy scores (huggingface/trl#6294,
+#6401, #4488).
 
-No vLLM runs here: `RecordingQwen2VLEngine` stands in for `vllm.LLM`. It is injected where TRL builds its colocated
+No vLLM runs here: `RecordingQwenVLEngine` stands in for `vllm.LLM`. It is injected where TRL builds its colocated
 engine (`trl.generation.vllm_generation.LLM`), so the real `GRPOTrainer` path runs on CPU with `use_vllm=True,
 vllm_mode="colocate"`. It records every request (prompt ids, images and their sizes, sampling parameters) and expands
-Qwen2-VL image placeholders by vLLM's own rule, `expand_like_vllm` below, sizing each image with the processor saved
-in the model folder, as vLLM does. `tests/test_vllm_engine.py` checks that rule against the real engine where vLLM is
-installed.
+image placeholders by vLLM's own rule, `expand_like_vllm` below, sizing each image with the processor saved in the
+model folder and counting its tokens with that processor's merge size, as vLLM does; so on Qwen3-VL and Qwen3.5 it
+expands on their 32-pixel grid. `tests/test_vllm_engine.py` checks that rule against the real engine (Qwen2-VL) where
+vLLM is installed.
 
-The mixed-size batch is where #6401 showed up: the images below take 4, 12, 24 and 21 image tokens.
+The mixed-size batch is where #6401 showed up: the images below take 4, 12, 24 and 21 image tokens on every family.
 """
 
 import math
@@ -36,17 +38,21 @@ from medvlm_trl.vllm_compat import (
 )
 
 G = 2  # generations per prompt
-MERGE = 2  # Qwen2-VL merges 2x2 patches of 14 pixels into one image token
-# Four sizes, all multiples of 28 inside the tiny processor's bounds (4 to 64 tokens): 4, 12, 24 and 21 image tokens.
-MIXED_SIZES = [(56, 56), (112, 84), (168, 112), (84, 196)]
+# Four sizes in image tokens (width x height), inside the tiny processors' bounds (4 to 64 tokens): 4, 12, 24 and 21
+# image tokens; in pixels, multiples of each family's factor (28 or 32).
+MIXED_TOKENS = [(2, 2), (4, 3), (6, 4), (3, 7)]
 IMG = 7  # an arbitrary image token id for the pure-function tests
+
+
+def mixed_sizes(factor):
+    return [(w * factor, h * factor) for w, h in MIXED_TOKENS]
 
 
 # ------------------------------------------------------------------------------------------- vLLM's rule and engine
 
 
 def expand_like_vllm(prompt_ids, image_token_id, tokens_per_image):
-    """Qwen2-VL's placeholder expansion as vLLM applies it to a token prompt with images.
+    """The Qwen VL families' placeholder expansion as vLLM applies it to a token prompt with images.
 
     Written from vLLM v0.31.0 (the release TRL 1.16 caps its support at; vllm-project/vllm, read at commit
     002d181a55a03803d7d69547846630069d2378b8, unchanged there): `vllm/model_executor/models/qwen2_vl.py`,
@@ -55,7 +61,10 @@ def expand_like_vllm(prompt_ids, image_token_id, tokens_per_image):
     `vllm/multimodal/processing/processor.py`, `_plan_prompt_updates_with` (via `_apply_prompt_updates`) takes the
     images in order, each matching the first target occurrence at or after the end of the previous match, and
     `_validate_mm_placeholders` raises when an image finds no placeholder. The prompt is always rewritten this way
-    (`BaseMultiModalProcessor.apply`): vLLM does not look for an already-expanded run.
+    (`BaseMultiModalProcessor.apply`): vLLM does not look for an already-expanded run. Qwen2.5-VL's processor
+    subclasses Qwen2-VL's; vLLM's Qwen3-VL processor (`qwen3_vl.py`, `Qwen3VLMultiModalProcessor._get_prompt_updates`,
+    read at commit 002d7b939754b844a3832dd7fbf9e5fd0c0e9f1b), which Qwen3.5's reuses, has the same image rule, with
+    its own merge size: the caller passes `tokens_per_image` from the model folder's processor.
     """
     out, cursor = [], 0
     for item, count in enumerate(tokens_per_image):
@@ -80,8 +89,8 @@ class Request:
     n: int  # completions requested for this prompt
 
 
-class RecordingQwen2VLEngine:
-    """Test double of `vllm.LLM` for a Qwen2-VL checkpoint: records requests, expands placeholders as vLLM does.
+class RecordingQwenVLEngine:
+    """Test double of `vllm.LLM` for a Qwen VL checkpoint: records requests, expands placeholders as vLLM does.
 
     Completions are random text tokens (never an image token), with one log-probability each, in the shape of vLLM's
     `RequestOutput` that TRL reads (`prompt_token_ids`, `outputs[i].token_ids`, `outputs[i].logprobs`).
@@ -92,6 +101,7 @@ class RecordingQwen2VLEngine:
         self.engine_kwargs = engine_kwargs
         # Like vLLM, size images with the processor saved in the model folder, not the trainer's.
         self.processor = AutoProcessor.from_pretrained(model)
+        self.merge = self.processor.image_processor.merge_size  # 2x2 patches an image token, on every Qwen family
         self.image_token_id = AutoConfig.from_pretrained(model).image_token_id
         tokenizer = self.processor.tokenizer
         self.text_token_ids = [
@@ -122,7 +132,7 @@ class RecordingQwen2VLEngine:
                 tuple(self.processor.image_processor(images=[image], return_tensors="pt")["image_grid_thw"][0].tolist())
                 for image in images
             ]
-            prompt = expand_like_vllm(ids, self.image_token_id, [t * h * w // MERGE**2 for t, h, w in grids])
+            prompt = expand_like_vllm(ids, self.image_token_id, [t * h * w // self.merge**2 for t, h, w in grids])
             n = sampling_params.n
             self.requests.append(Request(ids, prompt, [image.size for image in images], grids, n))
             completions = []
@@ -151,7 +161,7 @@ def fake_vllm(monkeypatch):
     engines = []
 
     def make_engine(**kwargs):
-        engine = RecordingQwen2VLEngine(**kwargs)
+        engine = RecordingQwenVLEngine(**kwargs)
         engines.append(engine)
         return engine
 
@@ -221,17 +231,18 @@ def picture(width, height, shade):
     return Image.eval(image, lambda v: (v + shade) % 256).convert("RGB")
 
 
-def rows_with_mixed_sizes():
+def rows_with_mixed_sizes(factor):
     question, options = "Which imaging modality is shown?", ["CT", "MRI", "X-ray"]
     return [
         {"id": f"row-{w}x{h}", "image": picture(w, h, 40 * i), "prompt": build_prompt(question, options, "r1")}
-        for i, (w, h) in enumerate(MIXED_SIZES)
+        for i, (w, h) in enumerate(mixed_sizes(factor))
     ]
 
 
-def rows_with_two_images():
+def rows_with_two_images(factor):
     question, options = "Are these two slices from the same modality?", ["Yes", "No"]
-    pairs = [((56, 56), (168, 112)), ((112, 84), (84, 196))]
+    sizes = mixed_sizes(factor)
+    pairs = [(sizes[0], sizes[2]), (sizes[1], sizes[3])]
     return [
         {
             "id": f"pair-{i}",
@@ -276,7 +287,7 @@ def assert_rollouts_match_policy(trainer, engine):
     (batch,) = trainer.scored
     assert len(engine.requests) == len(batch["prompts"])
     for row_id, request, scored, grids in zip(batch["ids"], engine.requests, batch["prompts"], batch["grids"]):
-        policy_tokens = [t * h * w // MERGE**2 for t, h, w in grids]
+        policy_tokens = [t * h * w // engine.merge**2 for t, h, w in grids]
         assert image_token_runs(scored, engine.image_token_id) == policy_tokens, row_id
         assert image_token_runs(request.prompt, engine.image_token_id) == policy_tokens, row_id
         assert request.grids == grids, row_id
@@ -397,14 +408,17 @@ def test_guard_without_collapse_still_refuses_a_double_expansion():
 
 
 @pytest.mark.parametrize("trainer_cls", TRAINERS)
-def test_rollouts_start_from_the_scored_prompt_with_mixed_image_sizes(trainer_cls, fake_vllm, tiny_vlm, tmp_path):
+def test_rollouts_start_from_the_scored_prompt_with_mixed_image_sizes(
+    trainer_cls, fake_vllm, family_vlm, family_factor, tmp_path
+):
     """#6401: four image sizes in one generation batch; each rollout's prompt is the policy's, token for token."""
-    trainer = make_trainer(trainer_cls, tiny_vlm, tmp_path, rows_with_mixed_sizes())
+    trainer = make_trainer(trainer_cls, family_vlm, tmp_path, rows_with_mixed_sizes(family_factor))
     trainer.train()
     (engine,) = fake_vllm
     # TRL's colocate contract, which the comparison relies on: G requests of n=1 per row, in the batch's order.
-    assert [request.n for request in engine.requests] == [1] * len(MIXED_SIZES) * G
-    assert sorted(size for request in engine.requests for size in request.sizes) == sorted(MIXED_SIZES * G)
+    assert [request.n for request in engine.requests] == [1] * len(MIXED_TOKENS) * G
+    sent_sizes = sorted(size for request in engine.requests for size in request.sizes)
+    assert sent_sizes == sorted(mixed_sizes(family_factor) * G)
     # The weight sync went through to the engine before generation.
     assert any("visual" in name for name in engine.loaded_weights)
     assert_rollouts_match_policy(trainer, engine)
@@ -412,18 +426,26 @@ def test_rollouts_start_from_the_scored_prompt_with_mixed_image_sizes(trainer_cl
 
 @pytest.mark.parametrize("trainer_cls", TRAINERS)
 def test_rollouts_of_two_image_rows_place_each_image_on_its_own_tokens(trainer_cls, fake_vllm, tiny_vlm, tmp_path):
-    """#4488: rows with two images of different sizes."""
-    trainer = make_trainer(trainer_cls, tiny_vlm, tmp_path, rows_with_two_images())
+    """#4488: rows with two images of different sizes (Qwen2-VL; every family below, with our trainer)."""
+    check_two_image_rows(trainer_cls, fake_vllm, tiny_vlm, 28, tmp_path)
+
+
+def test_rollouts_of_two_image_rows_on_every_family(fake_vllm, family_vlm, family_factor, tmp_path):
+    check_two_image_rows(MedVLM, fake_vllm, family_vlm, family_factor, tmp_path)
+
+
+def check_two_image_rows(trainer_cls, fake_vllm, model_path, factor, tmp_path):
+    trainer = make_trainer(trainer_cls, model_path, tmp_path, rows_with_two_images(factor))
     trainer.train()
     (engine,) = fake_vllm
     assert all(len(request.sizes) == 2 for request in engine.requests)
     assert_rollouts_match_policy(trainer, engine)
 
 
-def test_trl_sends_expanded_ids_and_vllm_doubles_the_image_tokens(fake_vllm, tiny_vlm, tmp_path):
+def test_trl_sends_expanded_ids_and_vllm_doubles_the_image_tokens(fake_vllm, family_vlm, family_factor, tmp_path):
     """What TRL 1.16 does, measured: the contract the guard is written against. If this changes (a TRL release with
     the fix of #6294), the guard must be revisited, since it would then receive ids that are already un-expanded."""
-    trainer = make_trainer(PlainTRL, tiny_vlm, tmp_path, rows_with_mixed_sizes())
+    trainer = make_trainer(PlainTRL, family_vlm, tmp_path, rows_with_mixed_sizes(family_factor))
     trainer.train()
     (engine,) = fake_vllm
     (batch,) = trainer.scored
@@ -433,10 +455,10 @@ def test_trl_sends_expanded_ids_and_vllm_doubles_the_image_tokens(fake_vllm, tin
         assert image_token_runs(request.prompt, engine.image_token_id) == [2 * k - 1]
 
 
-def test_guarded_trainer_sends_the_chat_template_prompt(fake_vllm, tiny_vlm, tmp_path):
+def test_guarded_trainer_sends_the_chat_template_prompt(fake_vllm, family_vlm, family_factor, tmp_path):
     """With the guard, vLLM receives one `<|image_pad|>` between `<|vision_start|>` and `<|vision_end|>` per image,
     and otherwise the policy's tokens."""
-    trainer = make_trainer(MedVLM, tiny_vlm, tmp_path, rows_with_two_images())
+    trainer = make_trainer(MedVLM, family_vlm, tmp_path, rows_with_two_images(family_factor))
     trainer.train()
     (engine,) = fake_vllm
     (batch,) = trainer.scored
@@ -448,18 +470,19 @@ def test_guarded_trainer_sends_the_chat_template_prompt(fake_vllm, tiny_vlm, tmp
         assert len(starts) == 2 and all(request.sent[i : i + 3] == block for i in starts)
 
 
-def test_a_row_vllm_would_resize_stops_training_with_its_id(fake_vllm, tiny_vlm, tmp_path):
+def test_a_row_vllm_would_resize_stops_training_with_its_id(fake_vllm, family_vlm, family_factor, tmp_path):
     """The trainer allows 256 image tokens, the model folder's processor (which vLLM uses) 64: an image of 80 tokens
     would be shrunk by vLLM only. Training stops at the first rollout, naming the row."""
     question, options = "Which imaging modality is shown?", ["CT", "MRI"]
-    rows = [{"id": "big-ct", "image": picture(280, 224, 0), "prompt": build_prompt(question, options, "r1")}]
-    trainer = make_trainer(MedVLM, tiny_vlm, tmp_path, rows, max_pixels=256 * 28 * 28)
+    f = family_factor
+    rows = [{"id": "big-ct", "image": picture(10 * f, 8 * f, 0), "prompt": build_prompt(question, options, "r1")}]
+    trainer = make_trainer(MedVLM, family_vlm, tmp_path, rows, max_pixels=256 * f * f)
     with pytest.raises(RolloutPromptMismatchError, match=r"row 'big-ct'.*policy \[80\], vLLM \[\d+\]"):
         trainer.train()
 
 
 def test_guard_is_off_without_colocated_vllm(tiny_vlm, tmp_path):
-    trainer = make_trainer(MedVLM, tiny_vlm, tmp_path, rows_with_mixed_sizes(), use_vllm=False)
+    trainer = make_trainer(MedVLM, tiny_vlm, tmp_path, rows_with_mixed_sizes(28), use_vllm=False)
     assert trainer._vllm_prompt_guard is None
     assert not hasattr(trainer, "vllm_generation")
 

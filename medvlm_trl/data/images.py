@@ -1,10 +1,12 @@
-"""Images in, RGB PIL images at Qwen2-VL's pixel bounds out: one resize, shared by policy, reference model and vLLM.
+"""Images in, RGB PIL images on the model's own grid out: one resize, shared by policy, reference model and vLLM.
 
-Qwen2-VL cuts an image into 14x14 patches and merges 2x2 of them into one image token, so both sides of the image
-must be multiples of 28 and the pixel count must lie within `[min_pixels, max_pixels]`. The processor applies that
-rule ("smart resize") itself; we apply it once, before generation, so that every consumer receives an image that is
-already at its final size and the processor's own resize becomes the identity. The study's bound is
-`max_pixels = 401408` (= 512 image tokens of 28x28).
+The Qwen vision-language families cut an image into square patches and merge `merge_size` x `merge_size` of them into
+one image token: Qwen2-VL and Qwen2.5-VL use 14-pixel patches (28 pixels a token side), Qwen3-VL and Qwen3.5 16-pixel
+patches (32). Both sides of the image must be multiples of that factor and the pixel count must lie within
+`[min_pixels, max_pixels]`. The processor applies that rule ("smart resize") itself; we apply it once, before
+generation, with the factor read from the processor of the model being trained or evaluated (`image_factor`), so that
+every consumer receives an image already at its final size and the processor's own resize becomes the identity. The
+study's bound is `max_pixels = 401408` (512 image tokens of Qwen2-VL's 28x28 pixels; 392 of Qwen3-VL's 32x32).
 """
 
 from __future__ import annotations
@@ -17,9 +19,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-PATCH_FACTOR = 28  # patch_size 14 x spatial merge 2
-DEFAULT_MIN_PIXELS = 3136  # Qwen2-VL's own default (4 image tokens)
-DEFAULT_MAX_PIXELS = 401408  # the RL-MedVQA study's bound (512 image tokens)
+DEFAULT_MIN_PIXELS = 3136  # Qwen2-VL's own default (56 x 56 pixels)
+DEFAULT_MAX_PIXELS = 401408  # the RL-MedVQA study's bound
 DICOM_SUFFIXES = {".dcm", ".dicom"}
 
 
@@ -126,22 +127,45 @@ def load_image(value: Any, row_id: str | None = None, root: str | os.PathLike | 
         raise ImageLoadError(f"{_where(row_id)}unreadable image ({type(err).__name__}: {err})") from err
 
 
-def smart_resize(
-    height: int, width: int, min_pixels: int = DEFAULT_MIN_PIXELS, max_pixels: int = DEFAULT_MAX_PIXELS
-) -> tuple[int, int]:
-    """Qwen2-VL's resize rule: sides multiples of 28, aspect ratio kept, pixel count within the bounds.
+def image_factor(processor: Any) -> int | None:
+    """Pixels per side of one image token for `processor` (a processor or its image processor): its `patch_size` x
+    `merge_size`, as the Qwen2-VL, Qwen2.5-VL, Qwen3-VL and Qwen3.5 processors define them. None for a processor that
+    does not merge patches into tokens (a LLaVA-style one, or a text tokenizer): it sizes images by its own rule.
 
-    Delegates to the rule transformers' Qwen2-VL image processor itself uses, so our size is the processor's size.
+    >>> from transformers import Qwen2VLImageProcessor
+    >>> image_factor(Qwen2VLImageProcessor(patch_size=16, merge_size=2))
+    32
+    """
+    image_processor = getattr(processor, "image_processor", processor)
+    patch, merge = getattr(image_processor, "patch_size", None), getattr(image_processor, "merge_size", None)
+    if not isinstance(patch, int) or not isinstance(merge, int):
+        return None
+    return patch * merge
+
+
+def smart_resize(
+    height: int,
+    width: int,
+    min_pixels: int = DEFAULT_MIN_PIXELS,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    *,
+    factor: int,
+) -> tuple[int, int]:
+    """The Qwen resize rule: sides multiples of `factor` (the model's `image_factor`), aspect ratio kept, pixel count
+    within the bounds.
+
+    Delegates to the rule transformers' Qwen2-VL image processor itself uses (Qwen2.5-VL, Qwen3-VL and Qwen3.5 share
+    that image processor class), so our size is the processor's size.
     """
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize as _rule
 
     if height < 1 or width < 1:
         raise ValueError(f"image has no pixels ({width}x{height})")
-    # The processor rejects aspect ratios above 200; very small images are first scaled up to one patch.
-    if min(height, width) < PATCH_FACTOR:
-        scale = PATCH_FACTOR / min(height, width)
-        height, width = max(PATCH_FACTOR, round(height * scale)), max(PATCH_FACTOR, round(width * scale))
-    return _rule(height, width, factor=PATCH_FACTOR, min_pixels=min_pixels, max_pixels=max_pixels)
+    # The processor rejects aspect ratios above 200; very small images are first scaled up to one token side.
+    if min(height, width) < factor:
+        scale = factor / min(height, width)
+        height, width = max(factor, round(height * scale)), max(factor, round(width * scale))
+    return _rule(height, width, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels)
 
 
 def prepare_image(
@@ -150,11 +174,15 @@ def prepare_image(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     row_id: str | None = None,
     root: str | os.PathLike | None = None,
+    *,
+    factor: int,
 ) -> Image.Image:
-    """Load `value` as RGB and resize it once to Qwen2-VL's grid within the pixel bounds (bicubic, as qwen-vl-utils)."""
+    """Load `value` as RGB and resize it once to the model's grid (`factor` = `image_factor(processor)`) within the
+    pixel bounds (bicubic, as qwen-vl-utils). `factor=1` only bounds the pixel count (for a processor that sizes
+    images by its own rule)."""
     image = load_image(value, row_id=row_id, root=root)
     try:
-        height, width = smart_resize(image.height, image.width, min_pixels, max_pixels)
+        height, width = smart_resize(image.height, image.width, min_pixels, max_pixels, factor=factor)
     except ValueError as err:
         raise ImageLoadError(f"{_where(row_id)}{err}") from err
     if (width, height) != image.size:
@@ -162,25 +190,43 @@ def prepare_image(
     return image
 
 
-def num_image_tokens(image: Image.Image) -> int:
-    """Image tokens Qwen2-VL spends on an image already at its final size: one per 28x28 block."""
-    return (image.width // PATCH_FACTOR) * (image.height // PATCH_FACTOR)
+def num_image_tokens(image: Image.Image, factor: int) -> int:
+    """Image tokens a Qwen-family model spends on an image already at its final size: one per `factor` x `factor`
+    block (`factor` = `image_factor(processor)`).
+
+    >>> num_image_tokens(Image.new("RGB", (128, 96)), factor=32)
+    12
+    """
+    return (image.width // factor) * (image.height // factor)
 
 
-def pin_processor_pixels(processor: Any, min_pixels: int, max_pixels: int) -> None:
-    """Give a Qwen2-VL-family processor our pixel bounds, so that it never resizes an image we have already resized
-    and a saved processor records the bounds it was trained with. A processor without an image processor (a text
-    tokenizer) is left alone; one that does not group 28x28 pixels per image token is refused, since the bounds
-    follow Qwen2-VL's rule."""
+def check_factor_bounds(min_pixels: int, max_pixels: int, factor: int, what: str = "the model") -> None:
+    """Refuse bounds that cannot hold one image token of `factor` x `factor` pixels, in one line naming the factor."""
+    if not factor * factor <= min_pixels <= max_pixels:
+        raise ValueError(
+            f"need {factor * factor} <= min_pixels <= max_pixels for {what} ({factor}x{factor} pixels an image "
+            f"token), got min_pixels={min_pixels}, max_pixels={max_pixels}"
+        )
+
+
+def pin_processor_pixels(processor: Any, min_pixels: int, max_pixels: int) -> int | None:
+    """Give a Qwen-family processor our pixel bounds, so that it never resizes an image we have already resized and a
+    saved processor records the bounds it was trained with; return its `image_factor`. A processor without an image
+    processor (a text tokenizer) is left alone and gives None; one whose image processor does not merge patches
+    into tokens is refused, since the bounds follow the Qwen families' rule. Bounds below one image token of the
+    processor's own size are refused."""
     image_processor = getattr(processor, "image_processor", None)
     if image_processor is None:
-        return
-    factor = getattr(image_processor, "patch_size", 14) * getattr(image_processor, "merge_size", 2)
-    if factor != PATCH_FACTOR:
+        return None
+    factor = image_factor(image_processor)
+    if factor is None:
         raise ValueError(
-            f"{type(image_processor).__name__} groups {factor}x{factor} pixels per image token, but the pixel "
-            f"bounds here follow Qwen2-VL's {PATCH_FACTOR}x{PATCH_FACTOR} rule; use a Qwen2-VL-family processor"
+            f"{type(image_processor).__name__} does not merge patches into image tokens (no patch_size / "
+            "merge_size), but min_pixels/max_pixels follow the Qwen families' rule; use a Qwen2-VL, Qwen2.5-VL, "
+            "Qwen3-VL or Qwen3.5 processor"
         )
+    check_factor_bounds(min_pixels, max_pixels, factor, type(image_processor).__name__)
     from transformers.image_utils import SizeDict
 
     image_processor.size = SizeDict(shortest_edge=min_pixels, longest_edge=max_pixels)
+    return factor

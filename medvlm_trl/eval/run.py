@@ -14,7 +14,9 @@ questions and adds reasoning metrics (appendix B). This module runs either proto
   Bad rows raise an error naming the row, or are skipped and counted with `--skip_bad_rows`.
 - Prompts: built by `medvlm_trl.data.prompts` from the row and `--prompt r1|simple|study`; images are loaded and
   resized once by `medvlm_trl.data.images.prepare_image` to `--min_pixels`/`--max_pixels` (default 401408, the
-  study's bound), and the processor is given the same bounds, so it does not resize them again.
+  study's bound) on the grid of the model's own processor (`image_factor`: 28 pixels a token side for Qwen2-VL and
+  Qwen2.5-VL, 32 for Qwen3-VL and Qwen3.5; a processor that merges no patches gets the pixel bounds only and sizes
+  images itself), and the processor is given the same bounds, so it does not resize them again.
 - Generation: greedy. vLLM when it is installed and a GPU is present (`vllm.LLM` with the chat-templated prompt and
   the image as `multi_modal_data`), else batched Hugging Face `generate` with left padding. `--backend` forces one.
 - Scoring: reasoning prompts by `--answer_rule`: `strict` (MedVLM-R1's `score_strict`, the default) or `study` (the
@@ -46,7 +48,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from medvlm_trl.data.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, ImageLoadError, prepare_image
+from medvlm_trl.data.images import (
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MIN_PIXELS,
+    ImageLoadError,
+    check_factor_bounds,
+    image_factor,
+    prepare_image,
+)
 from medvlm_trl.data.prompts import REASONING_TEMPLATES, TEMPLATES, build_prompt
 from medvlm_trl.data.schema import BadRowError, SkipReport, filter_rows
 from medvlm_trl.eval.consistency import DEFAULT_MIN_THINK_WORDS, audit_completion, consistency_rates
@@ -88,6 +97,7 @@ RESUME_KEYS = (
     "backend",
     "dtype",
     "scoring",
+    "chat_template_kwargs",
 )
 
 # A generator maps conversational prompts and their images (one list per prompt) to completion texts.
@@ -171,6 +181,13 @@ class EvalArguments:
     max_pixels: int = field(
         default=DEFAULT_MAX_PIXELS, metadata={"help": "Upper pixel bound of each image (the study's 401408)."}
     )
+    chat_template_kwargs: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "Extra arguments of the model's chat template, a mapping or JSON text: Qwen3.5's template opens "
+            'a think block in the generation prompt unless given `{"enable_thinking": false}`.'
+        },
+    )
     limit: int | None = field(
         default=None,
         metadata={
@@ -217,6 +234,15 @@ class EvalArguments:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.min_pixels > self.max_pixels:
             raise ValueError(f"min_pixels ({self.min_pixels}) is above max_pixels ({self.max_pixels})")
+        if isinstance(self.chat_template_kwargs, str):
+            try:
+                self.chat_template_kwargs = json.loads(self.chat_template_kwargs)
+            except json.JSONDecodeError as err:
+                raise ValueError(
+                    f"chat_template_kwargs must be a JSON mapping, got {self.chat_template_kwargs!r}"
+                ) from err
+        if self.chat_template_kwargs is not None and not isinstance(self.chat_template_kwargs, dict):
+            raise ValueError(f"chat_template_kwargs must be a mapping, got {self.chat_template_kwargs!r}")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be positive, got {self.limit!r}")
         if self.prompt not in TEMPLATES:
@@ -385,6 +411,28 @@ def _size_kwargs(processor, min_pixels: int, max_pixels: int) -> dict:
     return {}
 
 
+def _checked_factor(processor, model: str, min_pixels: int, max_pixels: int) -> int | None:
+    """The processor's `image_factor`, after checking that the bounds hold one image token of it."""
+    factor = image_factor(processor)
+    if factor is not None:
+        try:
+            check_factor_bounds(min_pixels, max_pixels, factor, f"model {model!r}")
+        except ValueError as err:
+            raise EvalInputError(str(err)) from None
+    return factor
+
+
+def model_image_factor(model: str, min_pixels: int, max_pixels: int, trust_remote_code: bool = False) -> int | None:
+    """The `image_factor` of `model`'s processor (loaded from its folder or the hub cache), bounds checked; read
+    before the model itself is loaded, so that every image is prepared on the grid the model will see."""
+    from transformers import AutoProcessor
+
+    processor = load_pretrained(
+        AutoProcessor.from_pretrained, model, "processor (--model)", trust_remote_code=trust_remote_code
+    )
+    return _checked_factor(processor, model, min_pixels, max_pixels)
+
+
 class HFGenerator:
     """Greedy batched generation with transformers: `AutoModelForImageTextToText` + `AutoProcessor`, left padding."""
 
@@ -400,6 +448,7 @@ class HFGenerator:
         dtype: str = "auto",
         device: str | None = None,
         trust_remote_code: bool = False,
+        chat_template_kwargs: dict | None = None,
     ):
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -418,7 +467,9 @@ class HFGenerator:
             trust_remote_code=trust_remote_code,
         ).to(self.device)
         self.model.eval()
+        self.chat_template_kwargs = dict(chat_template_kwargs or {})
         self.max_new_tokens = max_new_tokens
+        self.image_factor = _checked_factor(self.processor, model, min_pixels, max_pixels)
         self.size_kwargs = _size_kwargs(self.processor, min_pixels, max_pixels)
         tok = self.processor.tokenizer
         self.pad_token_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
@@ -426,7 +477,12 @@ class HFGenerator:
     def __call__(self, prompts: list[list[dict]], images: list[list[Any]]) -> list[str]:
         import torch
 
-        texts = [self.processor.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+        texts = [
+            self.processor.apply_chat_template(
+                p, tokenize=False, add_generation_prompt=True, **self.chat_template_kwargs
+            )
+            for p in prompts
+        ]
         flat = [image for row_images in images for image in row_images]
         inputs = self.processor(
             text=texts, images=flat or None, padding=True, return_tensors="pt", **self.size_kwargs
@@ -461,6 +517,7 @@ class VLLMGenerator:
         gpu_memory_utilization: float = 0.9,
         max_images_per_prompt: int = 1,
         trust_remote_code: bool = False,
+        chat_template_kwargs: dict | None = None,
     ):
         from transformers import AutoProcessor
         from vllm import LLM, SamplingParams
@@ -468,6 +525,7 @@ class VLLMGenerator:
         self.processor = load_pretrained(
             AutoProcessor.from_pretrained, model, "processor (--model)", trust_remote_code=trust_remote_code
         )
+        self.image_factor = _checked_factor(self.processor, model, min_pixels, max_pixels)
         self.llm = LLM(
             model=model,
             dtype=dtype,
@@ -478,11 +536,14 @@ class VLLMGenerator:
             trust_remote_code=trust_remote_code,
         )
         self.params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
+        self.chat_template_kwargs = dict(chat_template_kwargs or {})
 
     def __call__(self, prompts: list[list[dict]], images: list[list[Any]]) -> list[str]:
         requests = []
         for prompt, row_images in zip(prompts, images):
-            text = self.processor.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+            text = self.processor.apply_chat_template(
+                prompt, tokenize=False, add_generation_prompt=True, **self.chat_template_kwargs
+            )
             request: dict[str, Any] = {"prompt": text}
             if row_images:
                 request["multi_modal_data"] = {"image": row_images if len(row_images) > 1 else row_images[0]}
@@ -503,10 +564,19 @@ def vllm_available() -> bool:
 
 
 class _LazyGenerator:
-    """Loads the model on the first batch, so that a finished or mismatched resume never pays for loading it."""
+    """Loads the model on the first batch, so that a finished or mismatched resume never pays for loading it; its
+    `image_factor` loads only the model's processor."""
 
-    def __init__(self, factory: Callable[[], Generator]):
-        self.factory, self.generator = factory, None
+    def __init__(self, factory: Callable[[], Generator], factor: Callable[[], int | None] | None = None):
+        self.factory, self.generator, self.factor, self._image_factor = factory, None, factor, None
+
+    @property
+    def image_factor(self) -> int | None:
+        if self.generator is not None:
+            return getattr(self.generator, "image_factor", None)
+        if self._image_factor is None and self.factor is not None:
+            self._image_factor = self.factor()
+        return self._image_factor
 
     def __call__(self, prompts: list[list[dict]], images: list[list[Any]]) -> list[str]:
         if self.generator is None:
@@ -515,7 +585,12 @@ class _LazyGenerator:
 
 
 def make_generator(args: EvalArguments, backend: str, max_images_per_prompt: int = 1) -> Generator:
-    common = dict(max_new_tokens=args.max_new_tokens, min_pixels=args.min_pixels, max_pixels=args.max_pixels)
+    common = dict(
+        max_new_tokens=args.max_new_tokens,
+        min_pixels=args.min_pixels,
+        max_pixels=args.max_pixels,
+        chat_template_kwargs=args.chat_template_kwargs,
+    )
     if backend == "vllm":
         return VLLMGenerator(
             args.model,
@@ -601,9 +676,9 @@ def _check_resume(out: Path, config: dict) -> None:
 # ----------------------------------------------------------------------------------------------------------------------
 # The evaluation loop
 # ----------------------------------------------------------------------------------------------------------------------
-def _row_images(row: dict, min_pixels: int, max_pixels: int) -> list:
+def _row_images(row: dict, min_pixels: int, max_pixels: int, factor: int) -> list:
     values = row["images"] if row.get("images") else [row.get("image")]
-    return [prepare_image(v, min_pixels=min_pixels, max_pixels=max_pixels, row_id=row["id"]) for v in values]
+    return [prepare_image(v, min_pixels, max_pixels, row_id=row["id"], factor=factor) for v in values]
 
 
 def _record(row: dict, completion: str, rule: str, min_think_words: int) -> dict:
@@ -639,6 +714,7 @@ def evaluate(
     answer_rule: str = "strict",
     limit: int | None = None,
     split_rows: int | None = None,
+    image_factor: int | None = None,
 ) -> dict:
     """Generate, score and append every row not yet in `out_dir/predictions.jsonl`; write and return the summary.
 
@@ -646,11 +722,14 @@ def evaluate(
     recorded in `run.json` on the first run and must match on a resumed one (see `RESUME_KEYS`). A reasoning prompt is
     scored by `answer_rule` (`strict` or `study`), the simple prompt by the letter rule. `rows` may be
     the first `limit` of a test split of `split_rows` rows: the summary then records both and is not `complete`, and a
-    folder holding predictions of rows beyond them (a fuller result) is refused.
+    folder holding predictions of rows beyond them (a fuller result) is refused. `image_factor` is
+    the model processor's (`model_image_factor`), by default the generator's own `image_factor` attribute; None (a
+    processor that merges no patches, or a test double without one) bounds the pixel count only.
     """
     from tqdm.auto import tqdm
 
     strict = prompt in REASONING_TEMPLATES
+    factor = image_factor  # read from the generator when the first image is prepared (after the resume check)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     config = {"prompt": prompt, "min_pixels": min_pixels, "max_pixels": max_pixels, **(config or {})}
@@ -675,9 +754,12 @@ def evaluate(
     try:
         for start in range(0, len(todo), batch_size):
             batch, prompts, images = [], [], []
+            if factor is None:
+                # 1: only the pixel bounds, for a processor that sizes images by its own rule (or a test double)
+                factor = getattr(generate, "image_factor", None) or 1
             for row in todo[start : start + batch_size]:
                 try:
-                    row_images = _row_images(row, min_pixels, max_pixels)
+                    row_images = _row_images(row, min_pixels, max_pixels, factor)
                 except ImageLoadError as err:
                     if not skip_bad_rows:
                         raise
@@ -816,10 +898,14 @@ def run_eval(args: EvalArguments, generator: Generator | None = None) -> dict:
         "max_new_tokens": args.max_new_tokens,
         "backend": backend,
         "dtype": args.dtype,
+        "chat_template_kwargs": args.chat_template_kwargs,
     }
     if generator is None:
         most_images = max(len(r["images"]) if r.get("images") else 1 for r in rows)
-        generator = _LazyGenerator(lambda: make_generator(args, backend, most_images))
+        generator = _LazyGenerator(
+            lambda: make_generator(args, backend, most_images),
+            lambda: model_image_factor(args.model, args.min_pixels, args.max_pixels, args.trust_remote_code),
+        )
     summary = evaluate(
         rows,
         generator,
