@@ -83,7 +83,8 @@ def test_family_zero_shot_recipe_evaluates_on_its_tiny_family(source, tmp_path):
     settings = reproduce.apply_overrides(settings, reproduce.TINY_EVAL_OVERRIDES, reproduce.eval_keys(), family)
     settings.update(out=str(tmp_path / "eval"), limit=2, metrics="none")
     summary = run_eval(EvalArguments(**settings))
-    assert summary["overall"]["n"] == 2 and summary["complete"]
+    assert summary["overall"]["n"] == 2 and summary["finished"]
+    assert not summary["complete"]  # a --limit eval is never a full result
     assert summary["config"]["model"] == str(tiny_family_path(family))
     expected = {"enable_thinking": False} if family == "qwen3_5" else None
     assert summary["config"]["chat_template_kwargs"] == expected
