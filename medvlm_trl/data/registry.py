@@ -5,6 +5,7 @@
 | `sample`  | the embedded real-image sample set (`medvlm_trl.data.sample`) | `train`, `test` |
 | `huatuo`  | HuatuoGPT-Vision evaluation data (`medvlm_trl.data.huatuo`)   | `test` (the whole data, the hub's one split); any split a split file names |
 | `pmc_vqa` | PMC-VQA (`medvlm_trl.data.pmc_vqa`)                           | `train`, `test`, `test_clean` (version 1) |
+| `phantom` | the seeded phantom drawings (`medvlm_trl.data.phantom`)       | `train` (600 MRI), `test` (300 MRI, 300 CT, 300 X-ray) |
 
 A `split_file` (a manifest from `medvlm-trl make-split`, or the MedVLM-R1 authors' test file) selects the rows it
 names, in its order; its split must be the one asked for, so a test manifest can never be loaded as training data.
@@ -22,10 +23,11 @@ from pathlib import Path
 from medvlm_trl.data.manifest import load_manifest, select_rows
 from medvlm_trl.data.schema import SkipReport, filter_rows
 
-DATASETS = ("sample", "huatuo", "pmc_vqa")
+DATASETS = ("sample", "huatuo", "pmc_vqa", "phantom")
 # Keyword arguments each loader accepts besides the common ones.
 _LOADER_KWARGS = {
     "sample": set(),
+    "phantom": set(),
     "huatuo": {"image_root", "check_images"},
     "pmc_vqa": {"image_root", "check_images", "version", "subset_size"},
 }
@@ -37,6 +39,10 @@ def _load_base(name: str, split: str, data_dir, skip_bad_rows: bool, report: Ski
 
         rows = load_sample(split, root=data_dir)
         return list(filter_rows(rows, skip_bad_rows, report))
+    if name == "phantom":
+        from medvlm_trl.data.phantom import load_phantom
+
+        return load_phantom(split, root=data_dir)
     if name == "huatuo":
         from medvlm_trl.data.huatuo import HUB_ID, load_huatuo
 
