@@ -49,8 +49,8 @@ def _sample(model, processor, rows, do_sample):
 
 @pytest.mark.slow
 def test_the_base_writes_the_format_when_sampled_and_answers_near_chance():
-    """Measured on the cached build (seed 4321, 300 held-out MRI test rows): sampled format 0.98-1.00, greedy
-    strict accuracy within a few points of the random guess (33.6%)."""
+    """Measured 2026-12-01 on the build of seed 4321 (300 held-out MRI test rows): sampled format 0.95, greedy
+    format 1.00, greedy strict accuracy 34.7% against a random guess of 35.3%."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from medvlm_trl.tiny_base import tiny_base_path
@@ -61,7 +61,7 @@ def test_the_base_writes_the_format_when_sampled_and_answers_near_chance():
     processor.tokenizer.padding_side = "left"
     rows = make_items("test", "MRI", 300)
     sampled = [c for i in range(0, 300, 100) for c in _sample(model, processor, rows[i : i + 100], True)]
-    assert sum(format_reward(sampled)) / len(sampled) >= 0.9
+    assert sum(format_reward(sampled)) / len(sampled) >= 0.85
     greedy = [c for i in range(0, 300, 100) for c in _sample(model, processor, rows[i : i + 100], False)]
     accuracy = 100 * sum(score_strict(c, r["answer"]) for c, r in zip(greedy, rows)) / len(rows)
     assert abs(accuracy - random_guess_accuracy(rows, by=None)["all"]) <= 10
