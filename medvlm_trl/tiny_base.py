@@ -7,21 +7,24 @@ question they cannot read near chance. This module makes a model that does the s
 1. the tiny Qwen2-VL of `medvlm_trl.tiny` (larger text and vision stacks, see `BASE_TEXT_CONFIG`), with a tokenizer
    that also knows the phantom world's words and reads every phantom option line (`B) large`) as one token, whose
    embedding starts as the sum of its letter's and its text's (`_structured_option_embeddings`). A model this small
-   did not learn, within a few hundred cold-start steps, to find which letter stands before an option text spelt
-   over several tokens (measured: the letter it answered matched the option its reasoning named no more often than
-   chance); with one token per option line, naming an option and answering its letter are single look-ups;
+   did not learn, within 300 cold-start steps, to find which letter stands before an option text spelt over several
+   tokens (measured: the answered letter was that of the option its reasoning named in 23% of greedy answers); one
+   token per option line is meant to make naming an option and answering its letter single look-ups;
 2. a short supervised *cold start* on phantom questions drawn from a seed range of their own (`split="coldstart"`,
    disjoint from the training and test rows) under MedVLM-R1's r1 prompt, whose targets carry **none of the truth**:
 
        <think>Finding: {a random option, e.g. B) large}.</think><answer>{its letter, B}</answer>
 
-   The model so learns the format and to answer the option its reasoning names, but the option it names is a guess
-   that does not depend on the image: its answers are right about 1 / (number of options) of the time.
+   The option it names is a guess that does not depend on the image, so its answers are right about
+   1 / (number of options) of the time.
 
-GRPO then has a signal that can only come through the image: the rollouts whose finding matches the picture are the
-ones the accuracy reward pays.
+Measured 2026-12-01 on 300 held-out MRI test rows: greedy format 100%, sampled (temperature 1) format 95%, greedy
+strict accuracy 34.7% against a random guess of 35.3%. It only partly learned to answer the option it names (the
+answered letter is that of the named option in 44% of greedy answers, 16% of sampled ones), and 100 GRPO steps from
+it did not raise strict accuracy (README, "Two commands on a fresh machine"). GRPO's signal can only come through the
+image: the rollouts whose answer matches the picture are the ones the accuracy reward pays.
 
-`tiny_base_path()` builds it once (about two minutes on 2 CPU cores) and caches it under `MEDVLM_TRL_CACHE` like
+`tiny_base_path()` builds it once (about 6 minutes on a 2-core machine under load 8) and caches it under `MEDVLM_TRL_CACHE` like
 `medvlm_trl.tiny`; `medvlm-trl make-tiny-model OUT --base` saves a copy. Same seed, same thread count, same files.
 """
 
