@@ -17,7 +17,7 @@ Questions (MedVLM-R1's multiple-choice shape, 2 to 6 options, option order shuff
 
 | `question_type` | question                                   | option texts                              |
 |-----------------|--------------------------------------------|-------------------------------------------|
-| `count`         | How many lesions are visible in this image? | `1` ... `6` lesions                       |
+| `count`         | How many lesions are visible in this image? | `1`, `2`, ... `6`                          |
 | `size`          | How large is the lesion?                    | small, medium, large                      |
 | `where`         | In which part of the image is the lesion?   | upper left, upper right, lower left, lower right |
 
@@ -40,7 +40,8 @@ API (what the recipes, `eval`, the demo, the tiny base model and the tests use):
 - `make_items(split, style, n, ...)`: the rows of one split and style, in memory (`image` is a PIL image), for
   other draws (the base model's cold start uses `split="coldstart"`, a third disjoint seed range).
 - `draw_image(style, spec, size, rng)`: one image; `balanced_schedule(...)`: the letter-balanced plan of a test set.
-- `build_phantom(out_dir)` / `medvlm-trl make-phantom-data DIR` (through `make-split phantom`).
+- `build_phantom(out_dir)`: write a phantom set into a folder (`phantom_dir()` does it once into the cache);
+- `phantom_manifests(root=None)`: the audited train and test manifests that `medvlm-trl make-split phantom` writes.
 
 Registered as dataset name `phantom` (`medvlm_trl.data.registry`), splits `train` and `test`.
 """
