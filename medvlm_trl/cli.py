@@ -19,7 +19,7 @@ COMMANDS = {
     "table": ("medvlm_trl.eval.table:main", "render a paper's Table 1 from result folders"),
     "make-split": ("medvlm_trl.data.splits:main", "write split manifests (MedVLM-R1, PMC-VQA subsets, your own data)"),
     "audit-split": ("medvlm_trl.data.audit:main", "find test items leaked into a training split"),
-    "demo": ("medvlm_trl.demo:main", "tiny model + sample data: eval, GRPO, eval, table"),
+    "demo": ("medvlm_trl.demo:main", "tiny base model + phantom world: eval, GRPO, eval, table, reward curve"),
     "reproduce-table1": ("medvlm_trl.reproduce:main", "run every recipe of a paper's Table 1, then render it"),
 }
 

@@ -1,16 +1,23 @@
-"""`make demo`: the whole MedVLM-R1 loop on the embedded default, on a CPU, in a few minutes.
+"""`make demo`: MedVLM-R1's loop in miniature, on a CPU, in a few minutes: eval -> GRPO -> eval in the phantom world.
 
 Steps, each through the same entry point a paper recipe uses (only the recipe differs):
 
-1. the tiny offline Qwen2-VL (`medvlm_trl.tiny`) and the real-image sample set (`medvlm_trl.data.sample`);
-2. `medvlm-trl eval` with MedVLM-R1's prompt and strict rule on the sample test split;
-3. `medvlm-trl grpo --config recipes/tiny/grpo.yaml` (GRPO, format + accuracy rewards, KL 0.04) for a few dozen steps;
+1. the tiny base model (`medvlm_trl.tiny_base`: a tiny Qwen2-VL after a cold start that taught it the
+   think/answer format but nothing about the images, so it answers near chance) and the phantom world
+   (`medvlm_trl.data.phantom`: seeded MRI-, CT- and X-ray-style drawings whose answers are only in the image);
+2. `medvlm-trl eval` with MedVLM-R1's r1 prompt and strict rule on the phantom test split (300 MRI in domain,
+   300 CT and 300 X-ray out of domain, letter-balanced);
+3. `medvlm-trl grpo --config recipes/tiny/grpo_phantom.yaml`: GRPO with the paper's format + accuracy rewards on the
+   600 phantom MRI training questions;
 4. `medvlm-trl eval` again on the trained model;
-5. a Table-1-shaped result: rows before / after, columns per modality and their average, plus the mean reward.
+5. a Table-1-shaped result (before / after / random guess per modality), the reward curve (printed, and drawn
+   into `reward_curve.png`).
 
-The model is random: it starts at (almost surely) 0% under the strict rule and a few dozen steps of GRPO on rewards
-it never earns leave it there. The demo shows the pipeline and where its files go, not medical skill; the learning
-test (`tests/test_learning.py`) is where training is shown to move a reward.
+The phantoms are drawings, not scans. What the demo measured is in README ("Two commands on a fresh machine"): on
+2026-12-01 the base model wrote the format and answered at chance, and 100 GRPO steps raised the format reward but
+not strict accuracy (after training the greedy answers collapse onto one letter, which the letter-balanced test
+scores at exactly the random guess). It shows the loop and its measurements working on data where the answer is in
+the image, not yet that GRPO teaches the tiny model to read it.
 """
 
 from __future__ import annotations
@@ -19,20 +26,21 @@ import argparse
 import json
 import shutil
 import sys
+import time
 from pathlib import Path
 
 from medvlm_trl.rewards import parse_completion
 
-RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "grpo.yaml"
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "grpo_phantom.yaml"
 
 
-def _eval(model: str, out: Path, max_pixels: int, max_new_tokens: int) -> dict:
+def _eval(model: str, out: Path, pixels: int, max_new_tokens: int) -> dict:
     from medvlm_trl.eval.run import SUMMARY
     from medvlm_trl.eval.run import main as eval_main
 
-    argv = ["--model", model, "--split", "sample", "--prompt", "r1", "--out", str(out)]
-    argv += ["--max_new_tokens", str(max_new_tokens), "--max_pixels", str(max_pixels), "--overwrite", "true"]
-    argv += ["--progress", "false", "--metrics", "token_length"]
+    argv = ["--model", model, "--split", "phantom", "--prompt", "r1", "--out", str(out)]
+    argv += ["--max_new_tokens", str(max_new_tokens), "--min_pixels", str(pixels), "--max_pixels", str(pixels)]
+    argv += ["--overwrite", "true", "--progress", "false", "--batch_size", "64"]
     if eval_main(argv) != 0:
         raise SystemExit(f"demo: evaluation into {out} failed")
     return json.loads((out / SUMMARY).read_text())
@@ -45,15 +53,55 @@ def _format_rate(out: Path) -> float:
 
 def _reward_curve(grpo_dir: Path) -> list[tuple[int, float]]:
     """(step, mean reward) of every logged step, from the run's trainer_state.json."""
+    return [(h["step"], h["reward"]) for h in _log_history(grpo_dir) if "reward" in h]
+
+
+def _log_history(grpo_dir: Path) -> list[dict]:
     state = grpo_dir / "trainer_state.json"
-    if not state.exists():
-        return []
-    history = json.loads(state.read_text()).get("log_history", [])
-    return [(h["step"], h["reward"]) for h in history if "reward" in h]
+    return json.loads(state.read_text()).get("log_history", []) if state.exists() else []
+
+
+def curve_text(history: list[dict]) -> str:
+    """The logged reward per step: total, format and accuracy means (each of TRL's `rewards/<name>/mean`)."""
+    lines = ["| step | reward | format | accuracy |", "|---|---|---|---|"]
+    for h in history:
+        if "reward" not in h:
+            continue
+        fmt = h.get("rewards/format_reward/mean", float("nan"))
+        acc = h.get("rewards/accuracy_reward/mean", float("nan"))
+        lines.append(f"| {h['step']} | {h['reward']:.3f} | {fmt:.3f} | {acc:.3f} |")
+    return "\n".join(lines)
+
+
+def plot_curve(history: list[dict], path: Path, title: str) -> None:
+    """Draw the reward curve (total, format, accuracy per logged step) into a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [h for h in history if "reward" in h]
+    steps = [h["step"] for h in rows]
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
+    ax.plot(steps, [h["reward"] for h in rows], label="reward (format + accuracy)", marker="o", ms=3)
+    for key, label in (("rewards/format_reward/mean", "format"), ("rewards/accuracy_reward/mean", "accuracy")):
+        if rows and key in rows[0]:
+            ax.plot(steps, [h[key] for h in rows], label=label, ls="--")
+    ax.set_xlabel("GRPO step")
+    ax.set_ylabel("mean reward of the step's rollouts")
+    ax.set_ylim(0, 2.05)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def render(before: dict, after: dict, rates: tuple[float, float], rewards: list[tuple[int, float]]) -> str:
-    modalities = sorted(set(before["modalities"]) | set(after["modalities"]))
+    # MedVLM-R1's column order (in domain first), then any other modality by name
+    order = {"MRI": 0, "CT": 1, "X-ray": 2}
+    modalities = sorted(set(before["modalities"]) | set(after["modalities"]), key=lambda m: (order.get(m, 3), m))
     head = ["", *modalities, "average", "format ok"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
@@ -84,15 +132,15 @@ def render(before: dict, after: dict, rates: tuple[float, float], rewards: list[
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`medvlm-trl demo [--out runs/demo] [--steps 30]`."""
-    from medvlm_trl.data.sample import sample_dir
+    """`medvlm-trl demo [--out runs/demo] [--steps N]`."""
+    from medvlm_trl.data.phantom import phantom_dir
     from medvlm_trl.grpo import main as grpo_main
-    from medvlm_trl.tiny import TINY_MAX_PIXELS, tiny_vlm_path
+    from medvlm_trl.tiny_base import BASE_MAX_PIXELS, tiny_base_path
 
     parser = argparse.ArgumentParser(prog="medvlm-trl demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="runs/demo", help="folder for every file of the demo run")
-    parser.add_argument("--steps", type=int, default=30, help="GRPO steps")
-    parser.add_argument("--max-new-tokens", type=int, default=32, help="completion length at evaluation")
+    parser.add_argument("--steps", type=int, default=None, help="GRPO steps (default: the recipe's max_steps)")
+    parser.add_argument("--max-new-tokens", type=int, default=24, help="completion length at evaluation")
     args = parser.parse_args(argv)
     if not RECIPE.exists():
         print(f"demo: recipe {RECIPE} not found; run the demo from a checkout of the repository", file=sys.stderr)
@@ -101,28 +149,37 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     if out.exists():
         shutil.rmtree(out)  # the demo folder is the demo's own: each run replaces the previous one
-    model = str(tiny_vlm_path())
-    print(f"[1/5] tiny offline Qwen2-VL: {model}\n      sample set: {sample_dir()}")
-    print("[2/5] strict evaluation before training")
-    before = _eval(model, out / "eval_before", TINY_MAX_PIXELS, args.max_new_tokens)
-    print(f"[3/5] GRPO, {args.steps} steps, recipe {RECIPE.relative_to(RECIPE.parents[2])}")
+    t0 = time.time()
+    model = str(tiny_base_path())
+    print(f"[1/5] tiny base model: {model}\n      phantom set: {phantom_dir()}  ({time.time() - t0:.0f} s)")
+    print("[2/5] strict evaluation before training (900 phantom test questions)")
+    before = _eval(model, out / "eval_before", BASE_MAX_PIXELS, args.max_new_tokens)
+    steps = [] if args.steps is None else ["--max_steps", str(args.steps)]
+    print(f"[3/5] GRPO, recipe {RECIPE.relative_to(RECIPE.parents[2])}  ({time.time() - t0:.0f} s)")
     grpo_dir = out / "grpo"
     code = grpo_main(
         ["--config", str(RECIPE), "--model_name_or_path", model, "--output_dir", str(grpo_dir)]
-        + ["--max_steps", str(args.steps), "--log_completions", "false", "--logging_steps", "5"]
+        + steps
+        + ["--log_completions", "false", "--disable_tqdm", "true"]
     )
     if code != 0:
         return code
-    print("[4/5] strict evaluation after training")
-    after = _eval(str(grpo_dir), out / "eval_after", TINY_MAX_PIXELS, args.max_new_tokens)
+    print(f"[4/5] strict evaluation after training  ({time.time() - t0:.0f} s)")
+    after = _eval(str(grpo_dir), out / "eval_after", BASE_MAX_PIXELS, args.max_new_tokens)
     rates = (_format_rate(out / "eval_before"), _format_rate(out / "eval_after"))
+    history = _log_history(grpo_dir)
     table = render(before, after, rates, _reward_curve(grpo_dir))
+    curve = curve_text(history)
     (out / "table.md").write_text(table + "\n")
-    print("[5/5] accuracy (%) under MedVLM-R1's strict rule, sample test split\n")
+    (out / "reward_curve.md").write_text(curve + "\n")
+    plot_curve(history, out / "reward_curve.png", "GRPO on the phantom MRI training split (tiny base model)")
+    print(f"[5/5] accuracy (%) under MedVLM-R1's strict rule, phantom test split  ({time.time() - t0:.0f} s in all)\n")
     print(table)
+    print("\nreward per logged GRPO step (the rollouts' mean; format and accuracy are each at most 1.0)\n")
+    print(curve)
     print(
         f"\nfiles: {out}/eval_before, {out}/grpo (model, processor, model card, trainer_state.json), "
-        f"{out}/eval_after, {out}/table.md"
+        f"{out}/eval_after, {out}/table.md, {out}/reward_curve.md and .png"
     )
     return 0
 

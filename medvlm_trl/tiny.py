@@ -102,7 +102,7 @@ TINY_VOCAB_SIZE = 1024
 SEED = 1234
 
 
-def _training_corpus() -> list[str]:
+def _training_corpus(extra: list[str] | tuple[str, ...] = ()) -> list[str]:
     """Text the tiny tokenizer learns its merges from: the library's prompts, tags and medical VQA words."""
     words = (
         "think answer question options image scan shows which of the following is the most likely diagnosis "
@@ -121,15 +121,18 @@ def _training_corpus() -> list[str]:
         "A) MRI\nB) CT\nC) X-ray\nD) Ultrasound",
         "E) none F) all 0 1 2 3 4 5 6 7 8 9 10 100 . , : ; ( ) ? ! ' \" - / _",
     ]
-    corpus = lines * 20
+    corpus = (lines + list(extra)) * 20
     for i in range(len(words)):
         corpus.append(" ".join(words[i : i + 12]))
         corpus.append(" ".join(w.capitalize() for w in words[i : i + 6]) + ".")
     return corpus
 
 
-def build_tokenizer(vocab_size: int = TINY_VOCAB_SIZE, chat_template: str = QWEN2_VL_CHAT_TEMPLATE):
-    """Train a byte-level BPE like Qwen2's on a small local corpus and wrap it as a `Qwen2Tokenizer`."""
+def build_tokenizer(
+    vocab_size: int = TINY_VOCAB_SIZE, chat_template: str = QWEN2_VL_CHAT_TEMPLATE, extra_corpus: tuple[str, ...] = ()
+):
+    """Train a byte-level BPE like Qwen2's on a small local corpus (plus `extra_corpus` lines) and wrap it as a
+    `Qwen2Tokenizer`."""
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import Qwen2Tokenizer
 
@@ -148,7 +151,7 @@ def build_tokenizer(vocab_size: int = TINY_VOCAB_SIZE, chat_template: str = QWEN
         special_tokens=[],
         show_progress=False,
     )
-    raw.train_from_iterator(_training_corpus(), trainer=trainer)
+    raw.train_from_iterator(_training_corpus(extra_corpus), trainer=trainer)
     state = json.loads(raw.to_str())["model"]
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in state["merges"]]
     tokenizer = Qwen2Tokenizer(
@@ -292,7 +295,7 @@ def tiny_causal_lm_path() -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`medvlm-trl make-tiny-model OUT_DIR [--causal-lm | --family qwen2_vl|qwen2_5_vl|qwen3_vl|qwen3_5]`."""
+    """`medvlm-trl make-tiny-model OUT_DIR [--causal-lm | --base | --family qwen2_vl|qwen2_5_vl|qwen3_vl|qwen3_5]`."""
     import argparse
 
     from medvlm_trl.tiny_families import FAMILIES, build_tiny_family
@@ -303,11 +306,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--family", choices=FAMILIES, default="qwen2_vl", help="which vision-language family (medvlm_trl.tiny_families)"
     )
-    parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument(
+        "--base",
+        action="store_true",
+        help="build the tiny base model of the phantom world (medvlm_trl.tiny_base: a cold start of a few minutes)",
+    )
+    parser.add_argument("--seed", type=int, default=None, help="weights seed (default: the builder's own)")
     args = parser.parse_args(argv)
+    if args.base:
+        from medvlm_trl.tiny_base import BASE_SEED, build_tiny_base
+
+        out = build_tiny_base(args.out_dir, seed=BASE_SEED if args.seed is None else args.seed, log=print)
+        print(f"saved the tiny base model to {out}")
+        return 0
+    seed = SEED if args.seed is None else args.seed
     if args.causal_lm:
-        out, what = build_tiny_causal_lm(args.out_dir, seed=args.seed), "tiny causal LM"
+        out, what = build_tiny_causal_lm(args.out_dir, seed=seed), "tiny causal LM"
     else:
-        out, what = build_tiny_family(args.family, args.out_dir, seed=args.seed), f"tiny {args.family}"
+        out, what = build_tiny_family(args.family, args.out_dir, seed=seed), f"tiny {args.family}"
     print(f"saved {what} to {out}")
     return 0

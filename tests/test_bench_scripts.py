@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
-SCRIPTS = ["data_loading.py", "eval_throughput.py", "grpo_overhead.py", "reward_throughput.py"]
+SCRIPTS = ["data_loading.py", "eval_throughput.py", "grpo_overhead.py", "learning_curve.py", "reward_throughput.py"]
 
 
 def run(script: str, *args: str) -> str:

@@ -1,6 +1,6 @@
 """The embedded sample set: multiple-choice questions on real medical images that pydicom ships.
 
-It exists so that `make demo`, the tests and the `tiny` profile of every recipe run offline. It is never a benchmark:
+It exists so that the data-loading tests and the `tiny` profile of every recipe run offline. It is never a benchmark:
 its test images are other crops and orientations of the same few slices that its training images come from.
 
 The images are real acquisitions bundled in pydicom's test data (NEMA WG04 sample sets, vendor examples):
