@@ -102,7 +102,7 @@ TINY_VOCAB_SIZE = 1024
 SEED = 1234
 
 
-def _training_corpus() -> list[str]:
+def _training_corpus(extra: list[str] | tuple[str, ...] = ()) -> list[str]:
     """Text the tiny tokenizer learns its merges from: the library's prompts, tags and medical VQA words."""
     words = (
         "think answer question options image scan shows which of the following is the most likely diagnosis "
@@ -121,15 +121,18 @@ def _training_corpus() -> list[str]:
         "A) MRI\nB) CT\nC) X-ray\nD) Ultrasound",
         "E) none F) all 0 1 2 3 4 5 6 7 8 9 10 100 . , : ; ( ) ? ! ' \" - / _",
     ]
-    corpus = lines * 20
+    corpus = (lines + list(extra)) * 20
     for i in range(len(words)):
         corpus.append(" ".join(words[i : i + 12]))
         corpus.append(" ".join(w.capitalize() for w in words[i : i + 6]) + ".")
     return corpus
 
 
-def build_tokenizer(vocab_size: int = TINY_VOCAB_SIZE, chat_template: str = QWEN2_VL_CHAT_TEMPLATE):
-    """Train a byte-level BPE like Qwen2's on a small local corpus and wrap it as a `Qwen2Tokenizer`."""
+def build_tokenizer(
+    vocab_size: int = TINY_VOCAB_SIZE, chat_template: str = QWEN2_VL_CHAT_TEMPLATE, extra_corpus: tuple[str, ...] = ()
+):
+    """Train a byte-level BPE like Qwen2's on a small local corpus (plus `extra_corpus` lines) and wrap it as a
+    `Qwen2Tokenizer`."""
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import Qwen2Tokenizer
 
@@ -148,7 +151,7 @@ def build_tokenizer(vocab_size: int = TINY_VOCAB_SIZE, chat_template: str = QWEN
         special_tokens=[],
         show_progress=False,
     )
-    raw.train_from_iterator(_training_corpus(), trainer=trainer)
+    raw.train_from_iterator(_training_corpus(extra_corpus), trainer=trainer)
     state = json.loads(raw.to_str())["model"]
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in state["merges"]]
     tokenizer = Qwen2Tokenizer(
@@ -292,15 +295,26 @@ def tiny_causal_lm_path() -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`medvlm-trl make-tiny-model OUT_DIR [--causal-lm]`."""
+    """`medvlm-trl make-tiny-model OUT_DIR [--causal-lm | --base]`."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="medvlm-trl make-tiny-model", description=main.__doc__)
     parser.add_argument("out_dir", help="folder to save the model and its processor into")
     parser.add_argument("--causal-lm", action="store_true", help="build the tiny causal LM instead of the Qwen2-VL")
-    parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument(
+        "--base",
+        action="store_true",
+        help="build the tiny base model of the phantom world (medvlm_trl.tiny_base: a cold start of a few minutes)",
+    )
+    parser.add_argument("--seed", type=int, default=None, help="weights seed (default: the builder's own)")
     args = parser.parse_args(argv)
+    if args.base:
+        from medvlm_trl.tiny_base import BASE_SEED, build_tiny_base
+
+        out = build_tiny_base(args.out_dir, seed=BASE_SEED if args.seed is None else args.seed, log=print)
+        print(f"saved the tiny base model to {out}")
+        return 0
     builder = build_tiny_causal_lm if args.causal_lm else build_tiny_vlm
-    out = builder(args.out_dir, seed=args.seed)
+    out = builder(args.out_dir, seed=SEED if args.seed is None else args.seed)
     print(f"saved {'tiny causal LM' if args.causal_lm else 'tiny Qwen2-VL'} to {out}")
     return 0

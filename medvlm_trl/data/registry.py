@@ -7,6 +7,7 @@
 | `pmc_vqa` | PMC-VQA (`medvlm_trl.data.pmc_vqa`)                           | `train`, `test`, `test_clean` (version 1) |
 | `omnimedvqa` | OmniMedVQA (`medvlm_trl.data.omnimedvqa`)                  | `test` (the whole data); any split a split file names |
 | `csv`, `json`, `parquet`, `arrow`, `imagefolder`, a hub id, a local path | your own data, read by `datasets` with a column mapping (`medvlm_trl.data.generic`) | the dataset's own splits (a plain file list: `train`); any split a split file names |
+| `phantom` | the seeded phantom drawings (`medvlm_trl.data.phantom`)       | `train` (600 MRI), `test` (300 MRI, 300 CT, 300 X-ray) |
 
 A `split_file` (a manifest from `medvlm-trl make-split`, or the MedVLM-R1 authors' test file) selects the rows it
 names, in its order; its split must be the one asked for, so a test manifest can never be loaded as training data.
@@ -24,10 +25,11 @@ from pathlib import Path
 from medvlm_trl.data.manifest import load_manifest, select_rows
 from medvlm_trl.data.schema import SkipReport, filter_rows
 
-DATASETS = ("sample", "huatuo", "pmc_vqa", "omnimedvqa")
+DATASETS = ("sample", "huatuo", "pmc_vqa", "omnimedvqa", "phantom")
 # Keyword arguments each loader accepts besides the common ones.
 _LOADER_KWARGS = {
     "sample": set(),
+    "phantom": set(),
     "huatuo": {"image_root", "check_images"},
     "pmc_vqa": {"image_root", "check_images", "version", "subset_size"},
     "omnimedvqa": {"image_root", "check_images", "access"},
@@ -51,6 +53,10 @@ def _load_base(name: str, split: str, data_dir, skip_bad_rows: bool, report: Ski
 
         rows = load_sample(split, root=data_dir)
         return list(filter_rows(rows, skip_bad_rows, report))
+    if name == "phantom":
+        from medvlm_trl.data.phantom import load_phantom
+
+        return list(filter_rows(load_phantom(split, root=data_dir), skip_bad_rows, report))
     if name not in DATASETS or name == "omnimedvqa":  # read through `datasets` (medvlm_trl.data.generic)
         from medvlm_trl.data import generic, omnimedvqa
 

@@ -20,7 +20,7 @@ or a count of the rows (per modality with `by_modality`), and trains on every ot
 the manifests record how the data was read (`settings.data`), so `medvlm-trl eval --split test.json` reads the same
 rows.
 
-`medvlm-trl make-split medvlm-r1|pmc-vqa|dataset ...` writes `train.json` and `test.json` into `--out-dir`.
+`medvlm-trl make-split medvlm-r1|pmc-vqa|phantom|dataset ...` writes `train.json` and `test.json` into `--out-dir`.
 """
 
 from __future__ import annotations
@@ -342,7 +342,7 @@ def _write(train: SplitManifest, test: SplitManifest, out_dir: str, info: dict) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`medvlm-trl make-split medvlm-r1|pmc-vqa`: write a split's train and test manifests."""
+    """`medvlm-trl make-split medvlm-r1|pmc-vqa|phantom`: write a split's train and test manifests."""
     from medvlm_trl.data import pmc_vqa
 
     parser = argparse.ArgumentParser(prog="medvlm-trl make-split", description=__doc__.split("\n\n")[0])
@@ -359,6 +359,9 @@ def main(argv: list[str] | None = None) -> int:
     r1.add_argument("--test-manifest", help="the authors' MRI_CT_XRAY_300each_dataset.json (else a seeded draw)")
     r1.add_argument("--train-size", type=int, default=MEDVLM_R1_TRAIN_SIZE)
     r1.add_argument("--test-per-modality", type=int, default=MEDVLM_R1_TEST_PER_MODALITY)
+    ph = sub.add_parser("phantom", help="the phantom drawings (medvlm_trl.data.phantom): 600 MRI / 3 x 300 test")
+    ph.add_argument("--data-dir", help="a phantom build (default: the cached one)")
+    ph.add_argument("--out-dir", default="splits/phantom")
     pmc = sub.choices["pmc-vqa"]
     pmc.add_argument("--version", type=int, default=1, choices=sorted(pmc_vqa.CSV_FILES))
     pmc.add_argument("--test-split", default="test", help="test CSV: test, or test_clean (version 1)")
@@ -401,6 +404,12 @@ def main(argv: list[str] | None = None) -> int:
 def _make_split(args: argparse.Namespace) -> int:
     from medvlm_trl.data import huatuo, pmc_vqa
 
+    if args.which == "phantom":
+        from medvlm_trl.data.phantom import phantom_manifests
+
+        train, test, info = phantom_manifests(args.data_dir)
+        _write(train, test, args.out_dir, info)
+        return 0
     criteria = tuple(c.strip() for c in args.criteria.split(",") if c.strip())
     report = SkipReport()
 
