@@ -27,9 +27,18 @@ Profiles:
 - `full`: the recipes as written: hub models, the papers' data and splits (`medvlm-trl make-split` first), bf16,
   vLLM. Each step runs in its own process (so every row starts with the GPU memory free), training under
   `accelerate launch --config_file recipes/accelerate/<protocol's accelerate_config>`.
-- `tiny`: the same recipes with one documented override set (`TINY_TRAIN_OVERRIDES`, `TINY_EVAL_OVERRIDES`) that
-  swaps in the tiny offline Qwen2-VL (`medvlm_trl.tiny`), the embedded sample set and a handful of steps, so that the
-  whole pipeline of every recipe runs on a CPU in minutes. Its table measures nothing and says so at its top.
+- `tiny`: every row in the phantom world (`medvlm_trl.data.phantom`), on a CPU: the paper's recipe of each row with
+  the override sets of `recipes/tiny/profile.yaml` (`TINY_TRAIN_OVERRIDES`, `TINY_COMMAND_OVERRIDES`,
+  `TINY_EVAL_OVERRIDES`): the model becomes the tiny base model (`medvlm_trl.tiny_base`, which writes the r1 format
+  and answers near chance), training reads the 600 MRI-style training phantoms with tiny-world step counts and
+  learning rates, the semantic judge becomes the tiny causal LM, and every row is tested on the 900 phantom test
+  questions (300 MRI in domain, 300 CT and 300 X-ray out of domain). What each row stands for: every model of the
+  papers (2B to 72B, base or instruct, HuatuoGPT-Vision, LLaVA, Llama) becomes the one tiny base model, the only
+  pretrained-like model of the phantom world; so the zero-shot rows are the tiny base model with the row's prompt
+  (rows with the same prompt measure the same thing and are run once, the others copy its results), and the
+  trained rows are the tiny base trained by the row's method (the study's base and instruct GRPO rows differ only
+  where their recipes do). Its table says at its top that these are phantom-world numbers. `--max-steps N` and
+  `--limit N` make a quicker run (fewer training steps, the first N test rows, marked `†` in the table).
 """
 
 from __future__ import annotations
@@ -61,6 +70,10 @@ PROTOCOL_KEYS = {"kind", "accelerate_config"}
 PROTOCOL_ONLY_EVAL_KEYS = {"split", "dataset", "data_dir", "out", "overwrite"}
 
 
+class ReproduceError(ValueError):
+    """A recipe folder, recipe or protocol that cannot describe a table row."""
+
+
 class _WhenSet:
     """An override applied only where the recipe sets the key (e.g. a judge model only for rows that use one)."""
 
@@ -72,21 +85,31 @@ class _WhenSet:
 
 
 class _Tiny:
-    """A value of `medvlm_trl.tiny`, resolved only when the profile is used (building a tiny model takes seconds):
-    `vlm` / `lm` (the tiny Qwen2-VL / causal LM's folder), `min_pixels` / `max_pixels` (its processor's bounds)."""
+    """A `tiny:NAME` value of the tiny profile, resolved only when the profile is used (building a tiny model takes
+    seconds, the tiny base model minutes the first time): `base` (the tiny base model's folder, `medvlm_trl.tiny_base`),
+    `vlm` / `lm` (the random tiny Qwen2-VL / causal LM's folder, `medvlm_trl.tiny`), `base_pixels` (the phantom world's
+    image bound, 112 x 112 pixels)."""
+
+    NAMES = ("base", "vlm", "lm", "base_pixels")
 
     def __init__(self, which: str):
+        if which not in self.NAMES:
+            raise ReproduceError(f"tiny:{which}: unknown tiny value; choose one of {['tiny:' + n for n in self.NAMES]}")
         self.which = which
 
     def resolve(self, family: str = "qwen2_vl") -> Any:
-        from medvlm_trl import tiny
-        from medvlm_trl.tiny_families import tiny_family_path
+        """The value for a recipe of `family` (`medvlm_trl.tiny_families`): the phantom world's tiny base model is a
+        Qwen2-VL, so a recipe of another family gets that family's random tiny model (and its grid's 4 x 4 image
+        tokens) instead."""
+        from medvlm_trl import tiny, tiny_base
+        from medvlm_trl.tiny_families import spec, tiny_family_path
 
+        qwen2_vl = family == "qwen2_vl"
         values = {
-            "vlm": lambda: str(tiny.tiny_vlm_path() if family == "qwen2_vl" else tiny_family_path(family)),
+            "base": lambda: str(tiny_base.tiny_base_path() if qwen2_vl else tiny_family_path(family)),
+            "vlm": lambda: str(tiny.tiny_vlm_path() if qwen2_vl else tiny_family_path(family)),
             "lm": lambda: str(tiny.tiny_causal_lm_path()),
-            "min_pixels": lambda: tiny.TINY_MIN_PIXELS,
-            "max_pixels": lambda: tiny.TINY_MAX_PIXELS,
+            "base_pixels": lambda: tiny_base.BASE_MAX_PIXELS if qwen2_vl else 16 * spec(family).factor ** 2,
         }
         return values[self.which]()
 
@@ -94,69 +117,34 @@ class _Tiny:
         return f"<tiny {self.which}>"
 
 
-TINY_STEPS = 2
-TINY_TRAIN_ROWS = 8
-TINY_EVAL_ROWS = 12
-TINY_NEW_TOKENS = 8
-# The tiny profile's overrides of a training recipe. Each applies where the recipe's dataclasses know the key (so
-# `num_generations` touches GRPO recipes only); None resets a key to its default.
-TINY_TRAIN_OVERRIDES: dict[str, Any] = {
-    # model: the tiny random-weight Qwen2-VL, in float32 (CPU)
-    "model_name_or_path": _Tiny("vlm"),
-    "dtype": "float32",
-    "bf16": False,
-    "gradient_checkpointing": False,
-    # data: the embedded sample set instead of the papers' data and split files
-    "dataset_name": "sample",
-    "dataset_train_split": "train",
-    "data_dir": None,
-    "split_file": None,
-    "test_manifests": None,
-    "max_train_samples": TINY_TRAIN_ROWS,
-    "min_pixels": _Tiny("min_pixels"),
-    "max_pixels": _Tiny("max_pixels"),
-    # a handful of steps on one process, no DeepSpeed (the tiny profile never goes through accelerate launch)
-    "max_steps": TINY_STEPS,
-    "per_device_train_batch_size": 2,
-    "gradient_accumulation_steps": 1,
-    "save_strategy": "no",
-    "logging_steps": 1,
-    "report_to": "none",
-    # GRPO: two completions of a few tokens, generated by the policy itself (no vLLM on a CPU)
-    "num_generations": 2,
-    "max_completion_length": TINY_NEW_TOKENS,
-    "use_vllm": False,
-    # the semantic judge becomes the tiny causal LM, where a recipe has one; length rewards count words
-    "semantic_judge_model": _WhenSet(_Tiny("lm")),
-    "semantic_judge_kwargs": None,
-    "length_tokenizer": None,
-}
-# The tiny profile's overrides of every evaluation (the protocol's settings and a zero-shot recipe's model).
-TINY_EVAL_OVERRIDES: dict[str, Any] = {
-    "model": _Tiny("vlm"),  # zero-shot rows; a trained row's model is its own output folder
-    "dataset": None,
-    "split": "sample",
-    "data_dir": None,
-    "limit": TINY_EVAL_ROWS,
-    "max_new_tokens": TINY_NEW_TOKENS,
-    "backend": "hf",
-    "dtype": "float32",
-    "device": "cpu",
-    "min_pixels": _Tiny("min_pixels"),
-    "max_pixels": _Tiny("max_pixels"),
-    "metrics": "token_length",  # the appendix-B metrics need hub models; token length needs only the tokenizer
-    "trust_remote_code": False,
-    "progress": False,
-}
-TINY_BANNER = (
-    "> **Tiny profile.** Every row above ran end to end on a tiny random-weight Qwen2-VL and the embedded sample set "
-    "(a few steps, a few test questions), to check the pipeline. These numbers measure nothing about the papers' "
-    "models; run `make reproduce-table1 PROFILE=full` for the real table.\n\n"
-)
+TINY_PROFILE_FILE = Path("tiny") / "profile.yaml"
+TINY_PROFILE_SECTIONS = ("train", *TRAIN_COMMANDS, "eval")
 
 
-class ReproduceError(ValueError):
-    """A recipe folder, recipe or protocol that cannot describe a table row."""
+def _profile_value(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith("tiny:"):
+        return _Tiny(value.split(":", 1)[1])
+    return value
+
+
+def load_tiny_profile(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """`recipes/tiny/profile.yaml`: `kind: profile` and one override set per section (`train`, `grpo`, `sft`, `dpo`,
+    `eval`); `tiny:NAME` values become `_Tiny`, the keys of a section's `when_set` become `_WhenSet` overrides. Which
+    keys a command knows is checked when a plan applies them."""
+    data = load_yaml(path)
+    if data.get("kind") != "profile":
+        raise ReproduceError(f"{path}: expected `kind: profile`, got {data.get('kind')!r}")
+    unknown = sorted(set(data) - {"kind", *TINY_PROFILE_SECTIONS})
+    if unknown:
+        raise ReproduceError(f"{path}: unknown section(s) {unknown}; sections: {list(TINY_PROFILE_SECTIONS)}")
+    profile: dict[str, dict[str, Any]] = {}
+    for section in TINY_PROFILE_SECTIONS:
+        body = dict(data.get(section) or {})
+        when_set = body.pop("when_set", None) or {}
+        overrides = {k: _profile_value(v) for k, v in body.items()}
+        overrides.update({k: _WhenSet(_profile_value(v)) for k, v in when_set.items()})
+        profile[section] = overrides
+    return profile
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -186,6 +174,23 @@ def load_yaml(path: str | os.PathLike) -> dict:
     if not isinstance(data, dict):
         raise ReproduceError(f"{path}: a recipe must be a YAML mapping of keys to values")
     return data
+
+
+# The tiny profile's overrides, from recipes/tiny/profile.yaml (hyper-parameters live in recipes/): those of every
+# training recipe, those of one training command (applied after them), and those of every evaluation. Each applies
+# where the recipe's dataclasses know the key (so `num_generations` touches GRPO recipes only); None resets a key.
+_TINY_PROFILE = load_tiny_profile(recipes_root() / TINY_PROFILE_FILE)
+TINY_TRAIN_OVERRIDES: dict[str, Any] = _TINY_PROFILE["train"]
+TINY_COMMAND_OVERRIDES: dict[str, dict[str, Any]] = {c: _TINY_PROFILE[c] for c in TRAIN_COMMANDS}
+TINY_EVAL_OVERRIDES: dict[str, Any] = _TINY_PROFILE["eval"]
+TINY_BANNER = (
+    "> **Tiny profile: phantom-world numbers.** Every row above was trained (if it trains) and tested in the phantom "
+    "world of `medvlm_trl.data.phantom` (procedurally drawn MRI-, CT- and X-ray-style images, training on the MRI "
+    "style only), starting from the tiny base model (`medvlm_trl.tiny_base`) that stands in for every model of the "
+    "paper, with the settings of `recipes/tiny/profile.yaml`. Each number measures that row's method on that world, "
+    "not the paper's models; they sit beside the paper's values for the shape of the comparison only. Run "
+    "`make reproduce-table1 PROFILE=full` for the real table.\n\n"
+)
 
 
 def make_parser(command: str):
@@ -333,6 +338,17 @@ def apply_overrides(recipe: dict, overrides: dict, known: set[str], family: str 
     return out
 
 
+def check_tiny_profile() -> None:
+    """Refuse a key of `recipes/tiny/profile.yaml` that no command of its section knows (a typo would else be dropped
+    silently, since an override applies only where a recipe's dataclasses know the key)."""
+    where = str(TINY_PROFILE_FILE)
+    known = {c: training_keys(c) for c in TRAIN_COMMANDS}
+    _unknown(TINY_TRAIN_OVERRIDES, set().union(*known.values()), f"{where} [train]")
+    for command, overrides in TINY_COMMAND_OVERRIDES.items():
+        _unknown(overrides, known[command], f"{where} [{command}]")
+    _unknown(TINY_EVAL_OVERRIDES, eval_keys(), f"{where} [eval]")
+
+
 def _prompt_of(command: str, recipe: dict) -> str:
     """The prompt a trained row is tested with: the one it was trained with (each command's default otherwise)."""
     if "prompt_template" in recipe:
@@ -356,6 +372,7 @@ class Step:
     out: Path
     launcher: list[str] = field(default_factory=list)
     skip: str | None = None  # why it need not run
+    same_as: str | None = None  # an eval: the earlier row whose eval settings are the same (its results are copied)
 
 
 @dataclass
@@ -393,6 +410,19 @@ def _training_state(model_dir: Path) -> tuple[str, dict]:
     return "new", {}
 
 
+def _trained_otherwise(model_dir: Path, run: dict) -> bool:
+    """Whether the model card of a finished row records other steps, learning rate or base model than the recipe
+    now asks for (so a short `--max-steps` run never stands in for the profile's full one)."""
+    from medvlm_trl.model_card import read_model_card
+
+    card = read_model_card(model_dir)
+    recorded = card.get("hyperparameters") or {}
+    for key in ("max_steps", "learning_rate"):
+        if key in recorded and key in run and recorded[key] != run[key]:
+            return True
+    return card.get("base_model") not in (None, run.get("model_name_or_path"))
+
+
 def _eval_done(out: Path, limit: int | None = None) -> bool:
     """Whether `out` holds the eval a step asks for: a complete one (every test row), or, for a step that is itself
     limited to the first `limit` rows (the tiny profile), a finished eval with that same limit. A limited eval left in
@@ -415,10 +445,18 @@ def make_plan(
     recipes_dir: str | os.PathLike | None = None,
     only: Sequence[str] | None = None,
     force: bool = False,
+    max_steps: int | None = None,
+    limit: int | None = None,
 ) -> Plan:
-    """Validate every recipe of the paper, apply the profile, write the recipes as run, and list the steps."""
+    """Validate every recipe of the paper, apply the profile, write the recipes as run, and list the steps.
+    `max_steps` / `limit` (tiny profile only) shorten every training row / test every row on the first test rows."""
     if profile not in PROFILES:
         raise ReproduceError(f"unknown profile {profile!r}; choose one of {list(PROFILES)}")
+    if profile != "tiny" and (max_steps is not None or limit is not None):
+        raise ReproduceError("--max-steps and --limit shorten the tiny profile only")
+    for name, value in (("max-steps", max_steps), ("limit", limit)):
+        if value is not None and value < 1:
+            raise ReproduceError(f"--{name} must be positive, got {value}")
     recipes_dir = Path(recipes_dir or recipes_root())
     rows = table_rows(paper, recipes_dir)
     if only:
@@ -430,6 +468,8 @@ def make_plan(
     protocol = load_protocol(recipes_dir / paper)
     base_eval = eval_settings(protocol)
     launcher: list[str] = []
+    if profile == "tiny":
+        check_tiny_profile()
     if profile == "full":
         accelerate_config = recipes_dir / "accelerate" / protocol.get("accelerate_config", "single_gpu.yaml")
         if not accelerate_config.is_file():
@@ -439,6 +479,7 @@ def make_plan(
         launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config)]
     steps: list[Step] = []
     notes: list[str] = []
+    evals_seen: dict[str, str] = {}  # eval settings (but the output folder) -> the first row evaluated with them
     for row in rows:
         if row.command == "computed":
             notes.append(f"{row.key}: computed by the table from the test rows ({row.computed}), not run")
@@ -459,9 +500,15 @@ def make_plan(
             model_dir = root / "models" / row.key
             run = {**recipe, "output_dir": str(model_dir)}
             if profile == "tiny":
-                run = apply_overrides(run, TINY_TRAIN_OVERRIDES, training_keys(row.command))
+                keys = training_keys(row.command)
+                run = apply_overrides(run, TINY_TRAIN_OVERRIDES, keys)
+                run = apply_overrides(run, TINY_COMMAND_OVERRIDES[row.command], keys)
+                if max_steps is not None:
+                    run["max_steps"] = max_steps
             # run_safety refuses a non-empty output_dir unless told to resume or overwrite it.
             state, extra = ("forced", {"overwrite_output_dir": True}) if force else _training_state(model_dir)
+            if state == "done" and _trained_otherwise(model_dir, run):
+                state, extra = "retrain", {"overwrite_output_dir": True}  # e.g. a --max-steps run before a full one
             run.update({k: v for k, v in extra.items() if k in training_keys(row.command)})
             config = _write_yaml(root / "recipes" / f"{row.key}.yaml", run, header)
             skip = "trained already" if state == "done" else None
@@ -473,6 +520,11 @@ def make_plan(
             if profile == "tiny":
                 tiny = {k: v for k, v in TINY_EVAL_OVERRIDES.items() if k != "model"}
                 settings = apply_overrides(settings, tiny, eval_keys())
+        if profile == "tiny" and limit is not None:
+            settings["limit"] = limit
+        same = json.dumps(settings, sort_keys=True, default=str)
+        same_as = evals_seen.setdefault(same, row.key) if row.command == "eval" else None
+        same_as = None if same_as == row.key else same_as
         settings["out"] = str(results)
         if force or trained_now:
             settings["overwrite"] = True  # predictions of an older model must not be resumed
@@ -480,7 +532,7 @@ def make_plan(
         config = _write_yaml(root / "eval" / f"{row.key}.yaml", settings, header)
         done = _eval_done(results, settings.get("limit"))
         skip = "evaluated already" if done and not settings.get("overwrite") else None
-        steps.append(Step(row.key, "eval", ["eval", "--config", str(config)], config, results, [], skip))
+        steps.append(Step(row.key, "eval", ["eval", "--config", str(config)], config, results, [], skip, same_as))
     return Plan(paper, profile, root, rows, steps, notes)
 
 
@@ -568,7 +620,7 @@ def _record_results(plan: Plan, row: str) -> None:
 class Outcome:
     row: str
     kind: str
-    status: str  # "ran", "skipped", "failed", "blocked"
+    status: str  # "ran", "skipped", "copied", "failed", "blocked"
     detail: str = ""
     seconds: float = 0.0
 
@@ -586,6 +638,16 @@ def run_plan(plan: Plan, in_process: bool | None = None) -> list[Outcome]:
             outcomes.append(Outcome(step.row, step.kind, "skipped", step.skip))
             if step.kind == "eval":
                 _record_results(plan, step.row)
+            continue
+        if step.same_as is not None and step.same_as not in failed_rows:
+            # The same model, prompt and test rows as an earlier row (the tiny profile's zero-shot rows): its results.
+            import shutil
+
+            source = plan.root / "results" / step.same_as
+            if step.out.exists():
+                shutil.rmtree(step.out)
+            shutil.copytree(source, step.out)
+            outcomes.append(Outcome(step.row, step.kind, "copied", f"the same eval as {step.same_as}"))
             continue
         print(f"\n=== {plan.paper} / {step.row}: {step.kind} ===\n{command_line(step, plan.profile)}", flush=True)
         start = time.monotonic()
@@ -640,16 +702,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", default=None, help="comma-separated row keys to run (default: every row)")
     parser.add_argument("--force", action="store_true", help="redo rows whose results exist")
     parser.add_argument("--dry-run", action="store_true", help="validate every recipe and print the plan only")
+    parser.add_argument("--max-steps", type=int, default=None, help="tiny profile: train every row this many steps")
+    parser.add_argument("--limit", type=int, default=None, help="tiny profile: test on the first N test rows (†)")
     args = parser.parse_args(argv)
     only = [r.strip() for r in args.rows.split(",") if r.strip()] if args.rows else None
     try:
-        plan = make_plan(args.paper, args.profile, args.output_dir, args.recipes_dir, only, args.force)
+        plan = make_plan(
+            args.paper, args.profile, args.output_dir, args.recipes_dir, only, args.force, args.max_steps, args.limit
+        )
     except (ReproduceError, OSError, ValueError) as err:
         print(f"medvlm-trl reproduce-table1: {err}", file=sys.stderr)
         return 2
     print(f"{args.paper} Table 1, profile {args.profile}, into {plan.root}:")
     for step in plan.steps:
-        state = f"skip ({step.skip})" if step.skip else "run"
+        state = f"skip ({step.skip})" if step.skip else f"copy of {step.same_as}" if step.same_as else "run"
         print(f"  [{state}] {command_line(step, args.profile)}")
     for note in plan.notes:
         print(f"  [computed] {note}")

@@ -21,7 +21,6 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from medvlm_trl import reproduce
 from medvlm_trl.data.images import image_factor
-from medvlm_trl.tiny import TINY_MAX_PIXELS, TINY_MIN_PIXELS
 from medvlm_trl.tiny_families import FAMILIES, spec, tiny_family_path
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -62,7 +61,8 @@ def test_family_training_recipe_runs_on_its_tiny_family(source, tmp_path):
     processor = AutoProcessor.from_pretrained(out)
     assert image_factor(processor) == spec(family).factor  # the family's own grid, kept in the saved processor
     size = processor.image_processor.size
-    assert (size.shortest_edge, size.longest_edge) == (TINY_MIN_PIXELS, TINY_MAX_PIXELS)  # the run's bounds
+    bound = reproduce._Tiny("base_pixels").resolve(family)  # the tiny profile's phantom bound on the family's grid
+    assert (size.shortest_edge, size.longest_edge) == (bound, bound)  # the run's bounds
     assert read_model_card(out)["base_model"] == str(tiny_family_path(family))
     if reproduce.command_for(source) == "grpo":  # rewards logged, overall and per modality of the sample rows
         (logged, *_) = json.loads((out / "trainer_state.json").read_text())["log_history"]

@@ -19,37 +19,78 @@ def _load(path):
     return yaml.safe_load(Path(path).read_text())
 
 
+@pytest.fixture(scope="module")
+def tiny_base():
+    """The tiny base model of the phantom world (built once, a few minutes, then cached)."""
+    from medvlm_trl.tiny_base import tiny_base_path
+
+    return str(tiny_base_path())
+
+
+PROFILE = _load(RECIPES / "tiny" / "profile.yaml")
+
+
 @pytest.mark.parametrize("paper", ["medvlm_r1", "rl_medvqa"])
-def test_tiny_profile_is_the_recipe_plus_the_documented_overrides(paper, tmp_path, tiny_vlm, tiny_lm):
+def test_tiny_profile_is_the_recipe_plus_the_documented_overrides(paper, tmp_path, tiny_base, tiny_lm):
+    from medvlm_trl.tiny_base import BASE_MAX_PIXELS
+
     plan = make_plan(paper, "tiny", tmp_path)
     assert plan.steps
+    first_eval_of = {}
     for step in plan.steps:
         run = _load(step.config)
         if step.kind == "train":
             source = _load(RECIPES / paper / f"{step.row}.yaml")
-            assert run["model_name_or_path"] == tiny_vlm
-            assert run["dataset_name"] == "sample" and run["split_file"] is None and run["test_manifests"] is None
-            assert run["max_steps"] == reproduce.TINY_STEPS and run["bf16"] is False and run["dtype"] == "float32"
+            command = step.argv[0]
+            assert run["model_name_or_path"] == tiny_base  # every model of the paper becomes the tiny base model
+            assert run["dataset_name"] == "phantom" and run["split_file"] is None and run["test_manifests"] is None
+            assert run["min_pixels"] == run["max_pixels"] == BASE_MAX_PIXELS
+            assert run["bf16"] is False and run["dtype"] == "float32"
+            # Steps and learning rates are the profile's, per command (recipes/tiny/profile.yaml).
+            assert run["max_steps"] == PROFILE[command]["max_steps"]
+            assert run["learning_rate"] == PROFILE[command]["learning_rate"]
             assert run["output_dir"] == str(tmp_path / "models" / step.row)
-            if step.argv[0] == "grpo":
-                assert run["use_vllm"] is False and run["num_generations"] == 2
+            if command == "grpo":
+                assert run["use_vllm"] is False and run["num_generations"] == PROFILE["grpo"]["num_generations"]
                 # The judge becomes the tiny causal LM where the recipe has one, and stays absent elsewhere.
                 assert run.get("semantic_judge_model") == (tiny_lm if source.get("semantic_judge_model") else None)
+                # The method is the paper's: rewards, loss preset and KL coefficient are the recipe's.
+                for key in ("reward_funcs", "reward_weights", "loss_preset", "beta", "prompt_template"):
+                    assert run[key] == source[key], (step.row, key)
             else:
                 assert "num_generations" not in run and "use_vllm" not in run  # keys SFT/DPO do not know
-            # Everything the override set does not name is the paper's value.
-            untouched = set(source) - set(reproduce.TINY_TRAIN_OVERRIDES) - {"output_dir"}
+            # Everything the override sets do not name is the paper's value.
+            named = set(reproduce.TINY_TRAIN_OVERRIDES) | set(reproduce.TINY_COMMAND_OVERRIDES[command])
+            untouched = set(source) - named - {"output_dir"}
             assert {k: run[k] for k in untouched} == {k: source[k] for k in untouched}
         else:
-            assert run["split"] == "sample" and run["backend"] == "hf" and run["limit"] == reproduce.TINY_EVAL_ROWS
+            # Every row is tested on every phantom test question (no --limit: the table has no dagger for it).
+            assert run["split"] == "phantom" and run["backend"] == "hf" and run["limit"] is None
             trained = (tmp_path / "recipes" / f"{step.row}.yaml").exists()
             if trained:  # a trained row is tested from its output folder, with the prompt it was trained with
                 assert run["model"] == str(tmp_path / "models" / step.row)
                 train_recipe = _load(tmp_path / "recipes" / f"{step.row}.yaml")
                 assert run["prompt"] == train_recipe.get("prompt_template", "r1")
+                assert step.same_as is None
             else:
-                assert run["model"] == tiny_vlm
+                assert run["model"] == tiny_base
                 assert run["prompt"] == _load(RECIPES / paper / f"{step.row}.yaml")["prompt"]
+                # Zero-shot rows with the same prompt test the same tiny model: run once, copied to the others.
+                first = first_eval_of.setdefault(run["prompt"], step.row)
+                assert step.same_as == (None if first == step.row else first)
+
+
+def test_tiny_profile_refuses_an_unknown_key(tmp_path, monkeypatch):
+    monkeypatch.setitem(reproduce.TINY_COMMAND_OVERRIDES, "sft", {"num_generation": 8})  # a typo
+    with pytest.raises(reproduce.ReproduceError, match=r"profile.yaml \[sft\]: unknown key\(s\) 'num_generation'"):
+        make_plan("medvlm_r1", "tiny", tmp_path)
+    bad = tmp_path / "profile.yaml"
+    bad.write_text("kind: profile\ngrpo:\n  max_steps: 2\nevals:\n  limit: 3\n")
+    with pytest.raises(reproduce.ReproduceError, match=r"unknown section\(s\) \['evals'\]"):
+        reproduce.load_tiny_profile(bad)
+    bad.write_text("kind: profile\neval:\n  model: tiny:huge\n")
+    with pytest.raises(reproduce.ReproduceError, match="tiny:huge: unknown tiny value"):
+        reproduce.load_tiny_profile(bad)
 
 
 def test_full_profile_runs_the_recipes_as_written_under_accelerate(tmp_path):
@@ -134,12 +175,15 @@ def test_a_failed_row_reads_missing_and_fails_the_command(tmp_path, monkeypatch,
 
 
 MAKE_COMMAND = ["-m", "medvlm_trl.cli", "reproduce-table1", "--paper", "{paper}", "--profile", "tiny"]
+# The suite's faster subset of `make reproduce-table1 PROFILE=tiny`: every row, 2 training steps, 24 test questions.
+QUICK = {"max_steps": 2, "limit": 24}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("paper", ["medvlm_r1", "rl_medvqa"])
-def test_make_reproduce_table1_tiny_runs_every_row_end_to_end(paper, tmp_path, tiny_vlm):
-    """What `make reproduce-table1 PAPER=<paper> PROFILE=tiny` runs (after `setup`), in a fresh folder."""
+def test_make_reproduce_table1_tiny_runs_every_row_end_to_end(paper, tmp_path, tiny_base):
+    """What `make reproduce-table1 PAPER=<paper> PROFILE=tiny` runs (after `setup`), in a fresh folder, shortened by
+    `--max-steps` and `--limit` (the full run takes minutes per row; README gives its measured times)."""
     import shutil
     import subprocess
 
@@ -154,21 +198,23 @@ def test_make_reproduce_table1_tiny_runs_every_row_end_to_end(paper, tmp_path, t
         )
         line = next(li for li in dry.stdout.splitlines() if "reproduce-table1" in li)
         assert line.split()[1:] == command
-    done = subprocess.run([sys.executable, *command], cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    quick = ["--max-steps", str(QUICK["max_steps"]), "--limit", str(QUICK["limit"])]
+    done = subprocess.run([sys.executable, *command, *quick], cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = tmp_path / "runs" / paper / "tiny"
-    plan = make_plan(paper, "tiny", out)
+    plan = make_plan(paper, "tiny", out, max_steps=QUICK["max_steps"], limit=QUICK["limit"])
     rows = [r for r in plan.rows if r.command != "computed"]
+    limit = QUICK["limit"]
     for row in rows:
         summary = json.loads((out / "results" / row.key / "summary.json").read_text())
-        # The tiny profile tests the first rows only: finished, recorded as limited, never a complete eval.
-        assert summary["finished"] and summary["rows"] == summary["limit"] == reproduce.TINY_EVAL_ROWS
-        assert not summary["complete"] and summary["split_rows"] > reproduce.TINY_EVAL_ROWS
+        # A limited eval: finished, recorded as limited, never a complete one (the table marks it with a dagger).
+        assert summary["finished"] and summary["rows"] == summary["limit"] == limit
+        assert not summary["complete"] and summary["split_rows"] == 900  # 300 MRI, 300 CT, 300 X-ray phantoms
         if row.command != "eval":
             card = read_model_card(out / "models" / row.key)
             methods = {"grpo", "dr_grpo"} if row.command == "grpo" else {row.command}
-            assert card["method"] in methods and card["base_model"] == tiny_vlm
-            assert card["dataset_name"] == "sample" and card["split_id"].startswith(f"{reproduce.TINY_TRAIN_ROWS}-")
+            assert card["method"] in methods and card["base_model"] == tiny_base
+            assert card["dataset_name"] == "phantom" and card["split_id"].startswith("600-")  # every MRI phantom
             assert card["results"]["overall"] == summary["overall"]["accuracy"]
             assert card["paper"] == paper
     table = (out / f"table1_{paper}.md").read_text()
@@ -192,11 +238,13 @@ def test_make_reproduce_table1_tiny_runs_every_row_end_to_end(paper, tmp_path, t
         assert summary["scoring"] in (rules if prompt != "simple" else {"letter"}), row.key
         notes = [line for line in table.splitlines() if line.startswith(f"- scored by the {summary['scoring']} (")]
         assert len(notes) == 1 and row.label in notes[0], (row.key, summary["scoring"])
-    assert f"limited eval (--limit {reproduce.TINY_EVAL_ROWS})" in table  # and says it tested a few rows
+    assert f"limited eval (--limit {limit})" in table  # and says it tested a few rows
     assert (out / f"table1_{paper}.png").stat().st_size > 0
     if paper == "rl_medvqa":  # LoRA: merged weights for evaluation, the adapter beside them
         lora = out / "models" / "sft_lora_qwen2vl_2b_instruct"
         assert (lora / "model.safetensors").is_file() and (lora / "adapter" / "adapter_config.json").is_file()
         assert not (lora / "adapter_config.json").exists()
     # Re-running finds every row done and runs nothing.
-    assert all(step.skip for step in make_plan(paper, "tiny", out).steps)
+    assert all(step.skip for step in make_plan(paper, "tiny", out, max_steps=2, limit=limit).steps)
+    # ... and a full-length run redoes them: neither a 2-step model nor a limited eval stands in for the full ones.
+    assert not any(step.skip for step in make_plan(paper, "tiny", out).steps)
