@@ -102,6 +102,7 @@ def test_dpo_training_prefers_the_correct_letter(tiny_vlm, tmp_path):
         yaml.safe_load(source.read_text()), reproduce.TINY_TRAIN_OVERRIDES, reproduce.training_keys("dpo")
     )
     data.update(output_dir=str(tmp_path / "out"), max_train_samples=2, max_steps=4, learning_rate=1e-3)
+    data.update(model_name_or_path=tiny_vlm, dataset_name="sample")  # the random tiny model on the sample set
     data.update(min_pixels=6272, max_pixels=25088)  # not the tiny processor's own bounds (3136..50176)
     recipe = tmp_path / "dpo.yaml"
     recipe.write_text(yaml.safe_dump(data))
