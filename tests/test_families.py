@@ -38,10 +38,17 @@ def _id(path: Path) -> str:
 
 def tiny_training_recipe(source: Path, tmp_path: Path, family: str, **extra) -> Path:
     command = reproduce.command_for(source)
-    data = reproduce.apply_overrides(
-        yaml.safe_load(source.read_text()), reproduce.TINY_TRAIN_OVERRIDES, reproduce.training_keys(command), family
+    keys = reproduce.training_keys(command)
+    data = reproduce.apply_overrides(yaml.safe_load(source.read_text()), reproduce.TINY_TRAIN_OVERRIDES, keys, family)
+    data = reproduce.apply_overrides(data, reproduce.TINY_COMMAND_OVERRIDES[command], keys, family)
+    # One step on two rows: a batch of those two rows (GRPO: 2 completions each), logged.
+    batch = (
+        {"per_device_train_batch_size": 4, "num_generations": 2}
+        if command == "grpo"
+        else {"per_device_train_batch_size": 2}
     )
-    data.update({"output_dir": str(tmp_path / "out"), "max_steps": 1, "max_train_samples": 2, **extra})
+    data.update({"output_dir": str(tmp_path / "out"), "max_steps": 1, "max_train_samples": 2, "logging_steps": 1})
+    data.update({**batch, **extra})
     path = tmp_path / source.name
     path.write_text(yaml.safe_dump(data))
     return path
@@ -103,14 +110,14 @@ def test_qwen3_5_template_switch_reaches_the_prompt(tmp_path):
     assert closed.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
 
 
-def test_dpo_prefers_the_correct_letter_on_every_family(family, family_vlm, tmp_path):
+def test_dpo_prefers_the_correct_letter_on_every_family(family, tmp_path):
     """Three DPO steps on two pairs, through `medvlm-trl dpo`'s train: the implicit reward margin turns positive."""
     from medvlm_trl.dpo import make_dpo_parser, train
 
     source = RECIPES / "rl_medvqa" / "dpo_qwen2vl_2b_instruct.yaml"
     recipe = tiny_training_recipe(source, tmp_path, family, max_steps=3, learning_rate=1e-3)
     script_args, training_args, model_args = make_dpo_parser().parse_args_and_config(["--config", str(recipe)])
-    assert model_args.model_name_or_path == family_vlm
+    assert model_args.model_name_or_path == reproduce._Tiny("base").resolve(family)  # the tiny profile's model
     trainer = train(script_args, training_args, model_args, recipe=str(recipe))
     margins = [log["rewards/margins"] for log in trainer.state.log_history if "rewards/margins" in log]
     assert len(margins) == 3 and margins[0] == pytest.approx(0.0, abs=1e-6) and margins[-1] > 0.0
@@ -133,6 +140,9 @@ def test_resume_ends_with_the_uninterrupted_runs_weights_on_every_family(family,
         overwrite_output_dir=False,
         reward_funcs=["tests.test_families.length_reward"],
         reward_weights=[1.0],
+        model_name_or_path=family_vlm,  # the family's random tiny model on the sample rows, as the test was measured
+        dataset_name="sample",
+        per_device_train_batch_size=2,  # one question of 2 completions a step: both steps in one epoch
     )
     out, steps = tmp_path / "out", tmp_path / "steps.txt"
     monkeypatch.setenv(STEPS_ENV, str(steps))
