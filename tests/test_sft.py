@@ -131,7 +131,9 @@ def _tiny_recipe(tmp_path, source, **extra):
     from medvlm_trl import reproduce
 
     data = yaml.safe_load(open(source))
-    data = reproduce.apply_overrides(data, reproduce.TINY_TRAIN_OVERRIDES, reproduce.training_keys("sft"))
+    keys = reproduce.training_keys("sft")
+    data = reproduce.apply_overrides(data, reproduce.TINY_TRAIN_OVERRIDES, keys)
+    data = reproduce.apply_overrides(data, reproduce.TINY_COMMAND_OVERRIDES["sft"], keys)
     data.update(output_dir=str(tmp_path / "out"), **extra)
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -148,9 +150,18 @@ def test_lora_run_saves_merged_model_adapter_and_card_and_refuses_a_second_run(t
     from medvlm_trl.sft import main
 
     recipes = Path(__file__).resolve().parents[1] / "recipes"
-    # Pixel bounds other than the tiny processor's own (3136..50176): the saved processor must carry the run's.
+    # Pixel bounds other than the tiny processor's own (3136..50176): the saved processor must carry the run's. The
+    # random tiny model on the sample rows, a few steps, as the test was written for.
     recipe = _tiny_recipe(
-        tmp_path, recipes / "rl_medvqa" / "sft_lora_qwen2vl_2b_instruct.yaml", learning_rate=1e-2, max_pixels=25088
+        tmp_path,
+        recipes / "rl_medvqa" / "sft_lora_qwen2vl_2b_instruct.yaml",
+        learning_rate=1e-2,
+        min_pixels=3136,
+        max_pixels=25088,
+        model_name_or_path=tiny_vlm,
+        dataset_name="sample",
+        max_steps=4,
+        per_device_train_batch_size=2,
     )
     assert main(["--config", str(recipe)]) == 0
     out = tmp_path / "out"
