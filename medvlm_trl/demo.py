@@ -22,27 +22,29 @@ the image, not yet that GRPO teaches the tiny model to read it.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
 import time
 from pathlib import Path
 
+from medvlm_trl.cli import error_boundary
+from medvlm_trl.errors import MedVLMError, RecipeError
+from medvlm_trl.recipe import OneLineArgumentParser
 from medvlm_trl.rewards import parse_completion
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "grpo_phantom.yaml"
 
 
 def _eval(model: str, out: Path, pixels: int, max_new_tokens: int) -> dict:
-    from medvlm_trl.eval.run import SUMMARY
-    from medvlm_trl.eval.run import main as eval_main
+    from medvlm_trl.cli import run
+    from medvlm_trl.eval.results import SUMMARY
 
     argv = ["--model", model, "--split", "phantom", "--prompt", "r1", "--out", str(out)]
     argv += ["--max_new_tokens", str(max_new_tokens), "--min_pixels", str(pixels), "--max_pixels", str(pixels)]
     argv += ["--overwrite", "true", "--progress", "false", "--batch_size", "64"]
-    if eval_main(argv) != 0:
-        raise SystemExit(f"demo: evaluation into {out} failed")
+    if run("eval", argv) != 0:
+        raise MedVLMError(f"evaluation into {out} failed")
     return json.loads((out / SUMMARY).read_text())
 
 
@@ -131,20 +133,20 @@ def render(before: dict, after: dict, rates: tuple[float, float], rewards: list[
     return text
 
 
+@error_boundary("demo")
 def main(argv: list[str] | None = None) -> int:
     """`medvlm-trl demo [--out runs/demo] [--steps N]`."""
+    from medvlm_trl.cli import run
     from medvlm_trl.data.phantom import phantom_dir
-    from medvlm_trl.grpo import main as grpo_main
     from medvlm_trl.tiny_base import BASE_MAX_PIXELS, tiny_base_path
 
-    parser = argparse.ArgumentParser(prog="medvlm-trl demo", description=__doc__.split("\n\n")[0])
+    parser = OneLineArgumentParser(prog="medvlm-trl demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="runs/demo", help="folder for every file of the demo run")
     parser.add_argument("--steps", type=int, default=None, help="GRPO steps (default: the recipe's max_steps)")
     parser.add_argument("--max-new-tokens", type=int, default=24, help="completion length at evaluation")
     args = parser.parse_args(argv)
     if not RECIPE.exists():
-        print(f"demo: recipe {RECIPE} not found; run the demo from a checkout of the repository", file=sys.stderr)
-        return 2
+        raise RecipeError(f"recipe {RECIPE} not found; run the demo from a checkout of the repository")
 
     out = Path(args.out)
     if out.exists():
@@ -157,10 +159,11 @@ def main(argv: list[str] | None = None) -> int:
     steps = [] if args.steps is None else ["--max_steps", str(args.steps)]
     print(f"[3/5] GRPO, recipe {RECIPE.relative_to(RECIPE.parents[2])}  ({time.time() - t0:.0f} s)")
     grpo_dir = out / "grpo"
-    code = grpo_main(
+    code = run(
+        "grpo",
         ["--config", str(RECIPE), "--model_name_or_path", model, "--output_dir", str(grpo_dir)]
         + steps
-        + ["--log_completions", "false", "--disable_tqdm", "true"]
+        + ["--log_completions", "false", "--disable_tqdm", "true"],
     )
     if code != 0:
         return code

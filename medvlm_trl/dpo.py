@@ -17,26 +17,16 @@ with a single letter and are scored by the same rule.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+import sys
 
-from trl import DPOConfig
+from medvlm_trl.cli import error_boundary
+from medvlm_trl.configs import DPOScriptArguments, MedVLMDPOConfig
+from medvlm_trl.data.prompts import build_prompt
+from medvlm_trl.data.schema import LETTERS, num_images
+from medvlm_trl.recipe import training_parser
+from medvlm_trl.training import run_main, train_baseline
 
-from medvlm_trl.data.prompts import LETTERS, build_prompt
-from medvlm_trl.grpo import one_line_errors, run_main
-from medvlm_trl.run_safety import RunSafetyArguments
-from medvlm_trl.sft import BaselineScriptArguments, train_baseline
-
-
-@dataclass
-class DPOScriptArguments(BaselineScriptArguments):
-    """[`BaselineScriptArguments`] plus the seed that picks each item's rejected option."""
-
-    rejected_seed: int = field(
-        default=42,
-        metadata={
-            "help": "Seed of the draw of each item's rejected (wrong) option; the pair depends on it and the item id."
-        },
-    )
+PROG = "medvlm-trl dpo"
 
 
 def rejected_letter(row: dict, seed: int) -> str:
@@ -54,10 +44,9 @@ def rejected_letter(row: dict, seed: int) -> str:
 
 def preference_example(row: dict, template: str = "simple", seed: int = 42) -> dict:
     """One contract row as TRL's conversational preference example (images added by `build_dataset`)."""
-    num_images = len(row["images"]) if row.get("images") else 1
     return {
         "id": str(row["id"]),
-        "prompt": build_prompt(row["question"], row["options"], template, num_images=num_images),
+        "prompt": build_prompt(row["question"], row["options"], template, num_images=num_images(row)),
         "chosen": [{"role": "assistant", "content": row["answer"]}],
         "rejected": [{"role": "assistant", "content": rejected_letter(row, seed)}],
     }
@@ -74,20 +63,18 @@ def train(script_args: DPOScriptArguments, training_args, model_args, recipe: st
     return train_baseline(DPOTrainer, "dpo", example, script_args, training_args, model_args, recipe)
 
 
-@dataclass
-class MedVLMDPOConfig(RunSafetyArguments, DPOConfig):
-    """TRL's `DPOConfig` plus run safety's `overwrite_output_dir` (`medvlm_trl.run_safety`); nothing else changes."""
-
-
 def make_dpo_parser():
-    from trl import ModelConfig, TrlParser
-
-    return one_line_errors(TrlParser((DPOScriptArguments, MedVLMDPOConfig, ModelConfig), prog="medvlm-trl dpo"))
+    return training_parser("dpo", PROG)
 
 
+@error_boundary("dpo")
 def main(argv: list[str] | None = None) -> int:
     """`medvlm-trl dpo --config recipe.yaml [--key value ...]`."""
-    return run_main("medvlm-trl dpo", make_dpo_parser(), train, argv)
+    return run_main(make_dpo_parser(), train, argv)
 
 
 __all__ = ["DPOScriptArguments", "MedVLMDPOConfig", "make_dpo_parser", "main", "preference_example", "rejected_letter"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

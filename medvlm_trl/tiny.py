@@ -24,6 +24,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from medvlm_trl.cli import error_boundary
+
 # Bump when anything below changes what is built; the cache key includes it.
 TINY_BUILD_VERSION = "3"
 
@@ -294,13 +296,13 @@ def tiny_causal_lm_path() -> Path:
     return _cached("tiny-causal-lm", build_tiny_causal_lm)
 
 
+@error_boundary("make-tiny-model")
 def main(argv: list[str] | None = None) -> int:
     """`medvlm-trl make-tiny-model OUT_DIR [--causal-lm | --base | --family qwen2_vl|qwen2_5_vl|qwen3_vl|qwen3_5]`."""
-    import argparse
-
+    from medvlm_trl.recipe import OneLineArgumentParser
     from medvlm_trl.tiny_families import FAMILIES, build_tiny_family
 
-    parser = argparse.ArgumentParser(prog="medvlm-trl make-tiny-model", description=main.__doc__)
+    parser = OneLineArgumentParser(prog="medvlm-trl make-tiny-model", description=main.__doc__)
     parser.add_argument("out_dir", help="folder to save the model and its processor into")
     parser.add_argument("--causal-lm", action="store_true", help="build the tiny causal LM instead of the Qwen2-VL")
     parser.add_argument(

@@ -311,7 +311,7 @@ def build_tiny_family(
     family: str, out_dir: str | os.PathLike, seed: int | None = None, engine_sized: bool = False
 ) -> Path:
     """Build and save the tiny random-weight model of `family` and its processor into `out_dir` (`engine_sized`: with
-    the wider text model vLLM's CPU backend accepts, `ENGINE_TEXT`; not for `qwen2_vl`, see tests/test_vllm_engine.py)."""
+    the wider text model vLLM's CPU backend accepts, `ENGINE_TEXT`; not for `qwen2_vl`, see tests/training/test_vllm_engine.py)."""
     import torch
     import transformers
     from transformers import GenerationConfig

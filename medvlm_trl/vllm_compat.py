@@ -27,7 +27,7 @@ What this module changes, and nothing else:
 
 The policy side (`_tokenize_prompts`, the forward pass, the reference model) is untouched. vLLM server mode, which
 ships precomputed image features, is left to TRL. This is written against TRL 1.16, which sends the expanded ids
-(`tests/test_vllm_colocate.py` measures it); a TRL release that sends un-expanded ids itself (the open fix,
+(`tests/training/test_vllm_colocate.py` measures it); a TRL release that sends un-expanded ids itself (the open fix,
 huggingface/trl#6718) makes this layer unnecessary, and its check would then stop training at the first rollout.
 """
 
@@ -36,6 +36,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from typing import Any
+
+from medvlm_trl.errors import RolloutPromptMismatchError
 
 logger = logging.getLogger(__name__)
 
@@ -48,10 +50,6 @@ logger = logging.getLogger(__name__)
 # prompts are still checked, but not rewritten.
 COLLAPSE_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_5")
 QWEN2_VL_MODEL_TYPES = COLLAPSE_MODEL_TYPES  # the name before Qwen3-VL and Qwen3.5 were added
-
-
-class RolloutPromptMismatchError(RuntimeError):
-    """vLLM generated a rollout from other token ids than the ones the policy scores; the message names the row."""
 
 
 def image_token_runs(prompt_ids: Sequence[int], image_token_id: int) -> list[int]:

@@ -55,3 +55,25 @@ def family_factor(family):
     from medvlm_trl.tiny_families import spec
 
     return spec(family).factor
+
+
+@pytest.fixture
+def fake_download(monkeypatch):
+    """Stand in for the hub: `fake_download(folder)` makes every hub download (`medvlm_trl.data.hub.download`, which
+    every loader goes through) return `folder`, or raise `folder` when it is an exception; returns the calls made, each
+    `(repo_id, allow_patterns)`."""
+    from medvlm_trl.data import hub
+
+    calls: list = []
+
+    def install(result):
+        def download(repo_id, allow_patterns=None):
+            calls.append((repo_id, allow_patterns))
+            if isinstance(result, BaseException):
+                raise result
+            return result
+
+        monkeypatch.setattr(hub, "download", download)
+        return calls
+
+    return install

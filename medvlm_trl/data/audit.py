@@ -23,7 +23,6 @@ Training commands call `assert_no_leakage` before their first step.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -34,6 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from medvlm_trl.cli import error_boundary
 from medvlm_trl.data.manifest import (
     SplitManifest,
     as_manifest,
@@ -42,6 +42,8 @@ from medvlm_trl.data.manifest import (
     hash_matrix,
     manifest_from_rows,
 )
+from medvlm_trl.errors import LeakageError, RecipeError, wrapped_errors
+from medvlm_trl.recipe import OneLineArgumentParser
 
 logger = logging.getLogger(__name__)
 
@@ -54,14 +56,6 @@ CRITERIA = EXACT_CRITERIA + NEAR_CRITERIA
 NEAR_THRESHOLD = 12
 EXIT_OVERLAP, EXIT_INCOMPLETE = 1, 3
 _CHUNK = 64  # training images per block of the distance matrix, to bound memory (64 x n_test x 32 bytes)
-
-
-class LeakageError(RuntimeError):
-    """Test items found in the training data; `report` holds the audit."""
-
-    def __init__(self, report: AuditReport):
-        self.report = report
-        super().__init__("training data overlaps the test split(s):\n" + report.summary())
 
 
 @dataclass(frozen=True)
@@ -249,9 +243,10 @@ def assert_no_leakage(
     return report
 
 
+@error_boundary("audit-split")
 def main(argv: list[str] | None = None) -> int:
     """`medvlm-trl audit-split TRAIN TEST [TEST ...]`: find test items leaked into a training split."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineArgumentParser(
         prog="medvlm-trl audit-split",
         description="Compare a training split manifest with test split manifests (medvlm-trl manifests or the "
         "MedVLM-R1 authors' test file). Exit status: 0 clean, 1 overlaps, 2 bad arguments, 3 some rows could not be "
@@ -267,11 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-pairs", type=int, default=50, help="offending pairs to print")
     parser.add_argument("--json", dest="json_out", help="also write the full report (every pair) to this file")
     args = parser.parse_args(argv)
-    try:  # a bad argument exits 2 with one line, never 1 (which says "overlaps") through a traceback
+    with wrapped_errors(RecipeError):  # a bad argument exits 2 with one line, never 1 (which says "overlaps")
         criteria = check_criteria([c.strip() for c in args.criteria.split(",") if c.strip()])
         train, tests = as_manifest(args.train), [as_manifest(t) for t in args.tests]
-    except (OSError, ValueError) as err:
-        parser.error(str(err))
     if args.image_root:
         for manifest in (train, *tests):
             filled = fill_hashes(manifest, args.image_root)

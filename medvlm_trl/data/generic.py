@@ -54,7 +54,6 @@ from pathlib import Path
 from typing import Any
 
 from medvlm_trl.data.images import ImageLoadError, load_image
-from medvlm_trl.data.manifest import content_id, normalize_path
 from medvlm_trl.data.prompts import LETTERS
 from medvlm_trl.data.schema import (
     CT,
@@ -62,8 +61,10 @@ from medvlm_trl.data.schema import (
     XRAY,
     BadRowError,
     SkipReport,
+    content_id,
     filter_rows,
     modality_from_text,
+    normalize_path,
     normalize_text,
 )
 

@@ -34,22 +34,30 @@ import json
 import logging
 import os
 import re
-import zipfile
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-from medvlm_trl.data.images import ImageLoadError, load_image
-from medvlm_trl.data.manifest import content_id, normalize_path
+from medvlm_trl.data.hub import CHECK_IMAGES, extract_images, image_check
+from medvlm_trl.data.hub import local_or_hub as resolve_folder
 from medvlm_trl.data.prompts import LETTERS
-from medvlm_trl.data.schema import CT, MRI, XRAY, BadRowError, SkipReport, filter_rows, modality_from_text
+from medvlm_trl.data.schema import (
+    CT,
+    MRI,
+    XRAY,
+    BadRowError,
+    SkipReport,
+    content_id,
+    filter_rows,
+    modality_from_text,
+    normalize_path,
+)
 
 logger = logging.getLogger(__name__)
 
 HUB_ID = "FreedomIntelligence/Medical_Multimodal_Evaluation_Data"
 DATA_FILE = "medical_multimodel_evaluation_data.json"
 IMAGES_ZIP = "images.zip"
-CHECK_IMAGES = ("exists", "decode", "none")
 # Sources whose rows name no modality keyword but are one modality by construction.
 SOURCE_MODALITY = {"PathVQA": "Pathology"}
 DEFAULT_MODALITY = "Other"
@@ -152,45 +160,6 @@ def row_from_record(record: dict, index: int, image_root: str | os.PathLike | No
     }
 
 
-def _looks_like_hub_id(source: str) -> bool:
-    return re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", source) is not None and not os.path.isabs(source)
-
-
-def download(repo_id: str, allow_patterns: list[str] | None = None) -> Path:
-    """A hub dataset repository in the local cache (downloaded on first use); the path of its snapshot folder."""
-    from huggingface_hub import snapshot_download
-
-    return Path(snapshot_download(repo_id, repo_type="dataset", allow_patterns=allow_patterns))
-
-
-def resolve_folder(source: str | os.PathLike, allow_patterns: list[str] | None = None) -> Path:
-    """A local folder or file as given, or a hub dataset id downloaded to the cache."""
-    path = Path(source).expanduser()
-    if path.exists():
-        return path
-    if _looks_like_hub_id(str(source)):
-        logger.info("downloading dataset %s from the hub", source)
-        try:
-            return download(str(source), allow_patterns=allow_patterns)
-        except Exception as err:  # offline, unknown repository, gated: say both readings of `source`
-            raise FileNotFoundError(
-                f"{source}: no such local file or folder, and the hub dataset could not be fetched "
-                f"({type(err).__name__}: {err})"
-            ) from err
-    raise FileNotFoundError(f"{source}: no such file or folder, and not a hub dataset id (owner/name)")
-
-
-def extract_images(folder: Path, zip_name: str, unpacked: tuple[str, ...]) -> None:
-    """Unpack `zip_name` inside `folder` once: not if it was unpacked before, or by hand into one of `unpacked`."""
-    done = folder / f".{zip_name}.extracted"
-    if done.exists() or any((folder / name).is_dir() for name in unpacked) or not (folder / zip_name).is_file():
-        return
-    logger.info("extracting %s in %s (once)", zip_name, folder)
-    with zipfile.ZipFile(folder / zip_name) as archive:
-        archive.extractall(folder)
-    done.touch()
-
-
 def locate(source: str | os.PathLike = HUB_ID) -> tuple[Path, Path]:
     """`(JSON file, image root)` for a hub id, a downloaded folder or a JSON file (images beside it)."""
     path = resolve_folder(source)
@@ -202,22 +171,6 @@ def locate(source: str | os.PathLike = HUB_ID) -> tuple[Path, Path]:
         raise FileNotFoundError(f"{path} has no {DATA_FILE} (JSON files there: {found or 'none'})")
     extract_images(path, IMAGES_ZIP, ("images",))
     return data_file, path
-
-
-def image_check(mode: str):
-    """The load-time image check of `check_images` mode `exists` or `decode`, as a `filter_rows` extra check."""
-
-    def check(row: dict) -> None:
-        if mode == "exists" and not os.path.isfile(row["image"]):
-            raise BadRowError(row["id"], "missing_image", row["image"])
-        if mode == "decode":
-            try:
-                load_image(row["image"], row_id=row["id"])
-            except ImageLoadError as err:
-                reason = "missing_image" if "not found" in str(err) else "unreadable_image"
-                raise BadRowError(row["id"], reason, str(err)) from err
-
-    return check
 
 
 def _converted(records: list, image_root: Path | None, skip_bad_rows: bool, report: SkipReport) -> Iterator[dict]:

@@ -19,13 +19,11 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from medvlm_trl.errors import ImageLoadError
+
 DEFAULT_MIN_PIXELS = 3136  # Qwen2-VL's own default (56 x 56 pixels)
 DEFAULT_MAX_PIXELS = 401408  # the RL-MedVQA study's bound
 DICOM_SUFFIXES = {".dcm", ".dicom"}
-
-
-class ImageLoadError(ValueError):
-    """An image that cannot be read; the message names the row it belongs to."""
 
 
 def _where(row_id: str | None) -> str:
@@ -198,6 +196,14 @@ def num_image_tokens(image: Image.Image, factor: int) -> int:
     12
     """
     return (image.width // factor) * (image.height // factor)
+
+
+def check_pixel_bounds(min_pixels: int, max_pixels: int) -> None:
+    """The one pixel-bound rule of every command (training recipes and `medvlm-trl eval`). Refuse bounds no model can meet (a recipe is checked before any model is known). The model's own floor, one
+    image token of its processor's `image_factor` squared pixels, is checked once its processor is loaded
+    (`pin_processor_pixels`, `check_factor_bounds`): below it the resize would silently exceed `max_pixels`."""
+    if not 1 <= min_pixels <= max_pixels:
+        raise ValueError(f"need 1 <= min_pixels <= max_pixels, got min_pixels={min_pixels}, max_pixels={max_pixels}")
 
 
 def check_factor_bounds(min_pixels: int, max_pixels: int, factor: int, what: str = "the model") -> None:

@@ -24,7 +24,7 @@ import json
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,41 +32,13 @@ from PIL import Image
 
 from medvlm_trl.data.images import load_image
 from medvlm_trl.data.sample import pixel_hash
-from medvlm_trl.data.schema import normalize_text
+from medvlm_trl.data.schema import content_id, normalize_path, normalize_text, question_hash  # noqa: F401
 
 FORMAT = "medvlm-trl/split-manifest"
 FORMAT_VERSION = 1
 # 16 rows x 16 horizontal gradients: 256 bits. Fine enough that different slices of one modality stay far apart,
 # coarse enough that resizing or re-encoding moves only a few bits.
 DHASH_SIZE = 16
-
-
-def question_hash(question: str, options: Sequence[str]) -> str:
-    """SHA-256 of the normalised question and its options in order: one multiple-choice item, however it is spaced.
-
-    The options belong to the key because a generic question ("What is apparent in this image?") recurs across
-    thousands of images; the same question with the same options (and so the same answer) is the same item.
-    """
-    key = normalize_text(question) + "\n" + "\n".join(normalize_text(o) for o in options)
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()
-
-
-def content_id(source: str, image_file: str, question: str, options: Sequence[str]) -> str:
-    """A stable row id from the row's content: `source:image file:12 hex digits of the question hash`.
-
-    Neither upstream dataset carries ids (HuatuoGPT-Vision's evaluation code numbers rows by position), so ids are
-    derived from what a row is; the same question on the same image gets the same id in every file it appears in,
-    which is what lets the MedVLM-R1 test manifest be matched against the full evaluation data.
-    """
-    return f"{source}:{normalize_path(image_file)}:{question_hash(question, options)[:12]}"
-
-
-def normalize_path(name: str) -> str:
-    """An image name as a POSIX relative path without a leading `./`, the form file names are compared in."""
-    text = str(name).replace("\\", "/")
-    while text.startswith("./"):
-        text = text[2:]
-    return str(PurePosixPath(text))
 
 
 def dhash(image: Image.Image, size: int = DHASH_SIZE) -> str | None:
@@ -196,8 +168,13 @@ def manifest_from_rows(
 
 
 def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of a file's bytes: how a split records exactly which test file it was made against."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    """SHA-256 of a file's bytes, read in blocks: how a split records exactly which test file it was made against,
+    and a run record which recipe and split manifest made it (`medvlm_trl.runs.record`)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _from_authors_list(records: list, path: Path) -> SplitManifest:

@@ -43,10 +43,18 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from medvlm_trl.data.huatuo import CHECK_IMAGES, extract_images, image_check, resolve_folder
-from medvlm_trl.data.manifest import content_id, normalize_path
+from medvlm_trl.data.hub import CHECK_IMAGES, extract_images, image_check
+from medvlm_trl.data.hub import local_or_hub as resolve_folder
 from medvlm_trl.data.prompts import LETTERS
-from medvlm_trl.data.schema import BadRowError, SkipReport, filter_rows, modality_from_text, normalize_text
+from medvlm_trl.data.schema import (
+    BadRowError,
+    SkipReport,
+    content_id,
+    filter_rows,
+    modality_from_text,
+    normalize_path,
+    normalize_text,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-LETTERS = "ABCDEF"
+from medvlm_trl.data.schema import LETTERS, num_images
 
 # MedVLM-R1, Fig. 1. (The authors' released code has the same sentences inside an indented triple-quoted string, so
 # its prompts carry extra leading spaces per line; we use the paper's wording without that indentation.)
@@ -63,11 +63,22 @@ def question_with_options(question: str, options: Sequence[str], template: str =
     return f"{question.strip()}\n{format_options(options)}"
 
 
+def check_template(name: str, key: str = "prompt template") -> str:
+    """The one prompt-name rule of every command: `name` must be a template of `TEMPLATES`; `key` is the recipe key
+    or flag that gave it, for the message.
+
+    >>> check_template("r2", "prompt")
+    Traceback (most recent call last):
+    ...
+    ValueError: prompt must be one of ['r1', 'simple', 'study'], got 'r2'
+    """
+    if name not in TEMPLATES:
+        raise ValueError(f"{key} must be one of {sorted(TEMPLATES)}, got {name!r}")
+    return name
+
+
 def get_template(name: str) -> str:
-    try:
-        return TEMPLATES[name]
-    except KeyError:
-        raise ValueError(f"unknown prompt template {name!r}; choose one of {sorted(TEMPLATES)}") from None
+    return TEMPLATES[check_template(name)]
 
 
 def prompt_text(question: str, options: Sequence[str], template: str = "r1") -> str:
@@ -84,5 +95,4 @@ def build_prompt(question: str, options: Sequence[str], template: str = "r1", nu
 
 def add_prompt(row: dict, template: str = "r1") -> dict:
     """Dataset `.map` helper: adds the contract's `prompt` column to an example row."""
-    num_images = len(row["images"]) if row.get("images") else 1
-    return {"prompt": build_prompt(row["question"], row["options"], template, num_images)}
+    return {"prompt": build_prompt(row["question"], row["options"], template, num_images(row))}

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from medvlm_trl.cli import error_boundary
 from medvlm_trl.data.images import load_image
 from medvlm_trl.data.prompts import LETTERS
 from medvlm_trl.data.schema import filter_rows
@@ -212,11 +213,12 @@ def load_sample(split: str = "train", root: str | os.PathLike | None = None) -> 
     return list(filter_rows(rows))
 
 
+@error_boundary("make-sample-data")
 def main(argv: list[str] | None = None) -> int:
     """`medvlm-trl make-sample-data OUT_DIR`: write the sample set's images, JSONL splits and card."""
-    import argparse
+    from medvlm_trl.recipe import OneLineArgumentParser
 
-    parser = argparse.ArgumentParser(prog="medvlm-trl make-sample-data", description=main.__doc__)
+    parser = OneLineArgumentParser(prog="medvlm-trl make-sample-data", description=main.__doc__)
     parser.add_argument("out_dir")
     parser.add_argument("--seed", type=int, default=SAMPLE_SEED)
     args = parser.parse_args(argv)

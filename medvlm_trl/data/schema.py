@@ -7,24 +7,36 @@ unreadable image, a duplicate id) either raises `BadRowError` naming the row and
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 
-from medvlm_trl.data.prompts import LETTERS
+from medvlm_trl.errors import BadRowError
 
 ROW_COLUMNS = ("image", "question", "options", "answer", "modality", "source", "id")
+# The option letters of a contract row (2 to 6 options), the one definition every module reads. The accuracy reward
+# (`medvlm_trl.rewards.accuracy`) deliberately reads up to 26 (A-Z): it scores any multiple-choice completion, also in
+# plain TRL, not only contract rows.
+LETTERS = "ABCDEF"
 MIN_OPTIONS, MAX_OPTIONS = 2, len(LETTERS)
 
 
-class BadRowError(ValueError):
-    """A row that breaks the contract; `row_id` and `reason` say which and why."""
+def row_images(row: dict) -> list:
+    """A row's images: its `images` list, else its single `image` (the contract allows either).
 
-    def __init__(self, row_id: str | None, reason: str, detail: str = ""):
-        self.row_id, self.reason, self.detail = row_id, reason, detail
-        super().__init__(f"row {row_id!r}: {reason}" + (f" ({detail})" if detail else ""))
+    >>> row_images({"images": ["a.png", "b.png"]}), row_images({"image": "a.png"})
+    (['a.png', 'b.png'], ['a.png'])
+    """
+    return list(row["images"]) if row.get("images") else [row.get("image")]
+
+
+def num_images(row: dict) -> int:
+    """How many images a row's prompt holds (one `{"type": "image"}` placeholder each)."""
+    return len(row_images(row))
 
 
 def normalize_text(text: str) -> str:
@@ -141,3 +153,34 @@ def modality_from_text(*texts: str | None) -> tuple[str, int] | None:
         if len(found) == 1:
             return found[0], index
     return None
+
+
+# Row ids from content (the upstream datasets carry none)
+
+
+def question_hash(question: str, options: Sequence[str]) -> str:
+    """SHA-256 of the normalised question and its options in order: one multiple-choice item, however it is spaced.
+
+    The options belong to the key because a generic question ("What is apparent in this image?") recurs across
+    thousands of images; the same question with the same options (and so the same answer) is the same item.
+    """
+    key = normalize_text(question) + "\n" + "\n".join(normalize_text(o) for o in options)
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def content_id(source: str, image_file: str, question: str, options: Sequence[str]) -> str:
+    """A stable row id from the row's content: `source:image file:12 hex digits of the question hash`.
+
+    Neither upstream dataset carries ids (HuatuoGPT-Vision's evaluation code numbers rows by position), so ids are
+    derived from what a row is; the same question on the same image gets the same id in every file it appears in,
+    which is what lets the MedVLM-R1 test manifest be matched against the full evaluation data.
+    """
+    return f"{source}:{normalize_path(image_file)}:{question_hash(question, options)[:12]}"
+
+
+def normalize_path(name: str) -> str:
+    """An image name as a POSIX relative path without a leading `./`, the form file names are compared in."""
+    text = str(name).replace("\\", "/")
+    while text.startswith("./"):
+        text = text[2:]
+    return str(PurePosixPath(text))

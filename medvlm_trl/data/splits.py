@@ -28,11 +28,11 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import sys
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+from medvlm_trl.cli import error_boundary
 from medvlm_trl.data.audit import CRITERIA, EXACT_CRITERIA, NEAR_THRESHOLD, audit, check_criteria
 from medvlm_trl.data.images import ImageLoadError
 from medvlm_trl.data.manifest import (
@@ -47,6 +47,8 @@ from medvlm_trl.data.manifest import (
 )
 from medvlm_trl.data.pmc_vqa import STUDY_TEST_SIZE, STUDY_TRAIN_SIZE
 from medvlm_trl.data.schema import CT, MRI, XRAY, BadRowError, SkipReport
+from medvlm_trl.errors import RecipeError, wrapped_errors
+from medvlm_trl.recipe import OneLineArgumentParser, load_yaml
 
 MEDVLM_R1_TRAIN_SIZE = 600
 MEDVLM_R1_TEST_PER_MODALITY = 300
@@ -341,11 +343,12 @@ def _write(train: SplitManifest, test: SplitManifest, out_dir: str, info: dict) 
     print(f"  training pool: {info['pool']} rows; passed over as overlapping the test split: {info['passed_over']}")
 
 
+@error_boundary("make-split")
 def main(argv: list[str] | None = None) -> int:
     """`medvlm-trl make-split medvlm-r1|pmc-vqa|phantom`: write a split's train and test manifests."""
     from medvlm_trl.data import pmc_vqa
 
-    parser = argparse.ArgumentParser(prog="medvlm-trl make-split", description=__doc__.split("\n\n")[0])
+    parser = OneLineArgumentParser(prog="medvlm-trl make-split", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="which", required=True)
     for name in ("medvlm-r1", "pmc-vqa"):
         p = sub.add_parser(name)
@@ -392,13 +395,10 @@ def main(argv: list[str] | None = None) -> int:
     ds.add_argument("--criteria", default=",".join(CRITERIA), help="what excludes a training row")
     ds.add_argument("--near-threshold", "--near_threshold", dest="near_threshold", type=int, default=NEAR_THRESHOLD)
     args = parser.parse_args(argv)
-    try:  # bad data, a bad manifest or an unreachable source: one line naming it, not a traceback
+    with wrapped_errors(RecipeError):  # bad data, a bad manifest or an unreachable source: one line naming it
         if args.which == "dataset":
             return _make_dataset_split(args)
         return _make_split(args)
-    except (OSError, ValueError) as err:
-        print(f"medvlm-trl make-split: error: {err}", file=sys.stderr)
-        return 2
 
 
 def _make_split(args: argparse.Namespace) -> int:
@@ -467,15 +467,7 @@ def _data_options(args: argparse.Namespace) -> dict:
     """The data keys from `--config` (a recipe), overridden by the flags given."""
     options: dict = {}
     if args.config:
-        import yaml
-
-        try:
-            with open(args.config, encoding="utf-8") as fh:
-                recipe = yaml.safe_load(fh)
-        except (yaml.YAMLError, UnicodeDecodeError) as err:
-            raise ValueError(f"{args.config}: not a readable YAML file ({err})") from None
-        if not isinstance(recipe, dict):
-            raise ValueError(f"{args.config}: a recipe must be a YAML mapping of keys to values")
+        recipe = load_yaml(args.config)
         options = {k: recipe[k] for k in DATA_KEYS if recipe.get(k) is not None}
     options.update({k: getattr(args, k) for k in DATA_KEYS if getattr(args, k) is not None})
     if not options.get("dataset_name"):

@@ -24,12 +24,12 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from medvlm_trl.data.schema import LETTERS
 from medvlm_trl.rewards import parse_completion, score_answer
 
 __all__ = ["DEFAULT_MIN_THINK_WORDS", "answer_letter", "audit_completion", "consistency_rates", "think_conclusion"]
 
 DEFAULT_MIN_THINK_WORDS = 10
-LETTERS = "ABCDEF"
 
 # Explicit references to an option letter. The letter must be a capital standing alone ("option C", "(C)", "C)"),
 # so that words such as "A lesion" or "CT" are not read as letters.

@@ -25,7 +25,6 @@ bars, the published ones as black ticks (the study's metrics with their std as e
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -36,7 +35,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from medvlm_trl.eval.run import SUMMARY
+from medvlm_trl.cli import error_boundary
+from medvlm_trl.errors import EvalInputError, wrapped_errors
+from medvlm_trl.eval.results import SUMMARY
+from medvlm_trl.recipe import OneLineArgumentParser
 
 __all__ = [
     "Cell",
@@ -455,18 +457,16 @@ def write_table(paper: str, results_dir: str | Path, out_dir: str | Path | None 
     return paths
 
 
+@error_boundary("table")
 def main(argv: list[str] | None = None) -> int:
     """`medvlm-trl table --paper medvlm_r1|rl_medvqa RESULTS_DIR [--out DIR]`."""
-    parser = argparse.ArgumentParser(prog="medvlm-trl table", description=__doc__.split("\n\n")[0])
+    parser = OneLineArgumentParser(prog="medvlm-trl table", description=__doc__.split("\n\n")[0])
     parser.add_argument("--paper", choices=PAPERS, required=True, help="whose Table 1 to render")
     parser.add_argument("results_dir", help="folder with one sub-folder (holding summary.json) per table row")
     parser.add_argument("--out", default=None, help="where to write the table (default: RESULTS_DIR)")
     args = parser.parse_args(argv)
-    try:
+    with wrapped_errors(EvalInputError, wrap=(FileNotFoundError, ValueError)):  # a missing folder, a damaged summary
         paths = write_table(args.paper, args.results_dir, args.out)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"medvlm-trl table: {err}", file=sys.stderr)
-        return 2
     print(paths["markdown"].read_text())
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0

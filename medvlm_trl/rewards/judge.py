@@ -41,7 +41,7 @@ import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
-from medvlm_trl.loading import load_pretrained
+from medvlm_trl.loading import load_pretrained, resolve_dtype
 
 from .parsing import parse_completion
 
@@ -174,16 +174,6 @@ def encode_untrusted(tokenizer: Any, text: str) -> list[int]:
         ids = list(tokenizer.encode(text, add_special_tokens=False))
         ids = [i for i in ids if i not in special]
     return ids
-
-
-def resolve_dtype(torch, dtype: Any):
-    """A torch dtype from its name (`bfloat16`, `torch.float16`); `None`, `auto` and dtypes pass through."""
-    if dtype is None or dtype == "auto" or not isinstance(dtype, str):
-        return dtype
-    value = getattr(torch, dtype.removeprefix("torch."), None)
-    if not isinstance(value, torch.dtype):
-        raise ValueError(f"unknown dtype {dtype!r}")
-    return value
 
 
 def _accepts(fn: Any, name: str) -> bool:

@@ -1,0 +1,42 @@
+"""The benchmark scripts besides `grpo_step.py` (tested in test_bench_smoke.py): each answers `--help` with its
+docstring's whole first paragraph, and the quick ones run and print what bench/README.md says they measure."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+SCRIPTS = ["data_loading.py", "eval_throughput.py", "grpo_overhead.py", "learning_curve.py", "reward_throughput.py"]
+
+
+def run(script: str, *args: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / script), *args], capture_output=True, text=True, timeout=300, cwd=BENCH.parent
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_help_shows_the_whole_first_paragraph(script):
+    import ast
+
+    doc = ast.get_docstring(ast.parse((BENCH / script).read_text()))
+    first = " ".join(doc.split("\n\n")[0].split())
+    assert first in " ".join(run(script, "--help").split())
+
+
+def test_reward_throughput_prints_completions_per_second_per_reward():
+    out = run("reward_throughput.py", "--n", "500")
+    for name in ("format_reward", "accuracy_reward", "ecr_length_reward", "cwr_length_reward", "all four"):
+        assert any(line.strip().startswith(f"{name}:") and "completions/s" in line for line in out.splitlines())
+
+
+def test_data_loading_prints_rows_per_second():
+    out = run("data_loading.py", "--rows", "40", "--prepare-rows", "3", "--repeats", "1")
+    assert "load index (40 rows, lazy)" in out and "prepare_image (3 x 512x512 PNG)" in out
+    assert out.count("rows/s") == 4
