@@ -3,6 +3,7 @@ reader of a recipe's YAML, one pixel-bound rule, and no command module importing
 
 import ast
 import importlib
+import importlib.util
 import shutil
 from pathlib import Path
 
@@ -213,13 +214,22 @@ def _imported_modules(path: Path) -> set[str]:
     return found
 
 
+def _files(module: str) -> list[Path]:
+    """The source files of a module, or of every module of a package (`medvlm_trl.reproduce`)."""
+    origin = Path(importlib.util.find_spec(module).origin)
+    return sorted(origin.parent.glob("*.py")) if origin.name == "__init__.py" else [origin]
+
+
 def test_no_command_module_imports_a_sibling_command():
     offenders = []
     for module in sorted(COMMAND_MODULES):
-        spec = importlib.util.find_spec(module)
-        for imported in _imported_modules(Path(spec.origin)) & (COMMAND_MODULES - {module}):
-            offenders.append(f"{module} imports {imported}")
+        for path in _files(module):
+            siblings = {m for m in COMMAND_MODULES - {module} if not m.startswith(module + ".")}
+            for imported in _imported_modules(path) & siblings:
+                offenders.append(f"{path.relative_to(PACKAGE)} imports {imported}")
     assert offenders == []
+    # `demo` runs `eval` and `grpo`, and `reproduce-table1` every row's command, through the command table.
+    assert "medvlm_trl.cli.run" in _imported_modules(PACKAGE / "demo.py")
 
 
 def test_every_command_main_carries_the_boundary():
