@@ -14,6 +14,7 @@ import argparse
 import random
 import time
 
+from medvlm_trl.data.schema import LETTERS
 from medvlm_trl.rewards import accuracy_reward, cwr_length_reward, ecr_length_reward, format_reward
 
 OPTIONS = [
@@ -32,19 +33,19 @@ def make_completions(n: int, seed: int = 0) -> tuple[list[str], list[str], list[
     completions, answers, options = [], [], []
     for _ in range(n):
         opts = rng.choice(OPTIONS)
-        letter = "ABCDEF"[rng.randrange(len(opts))]
+        letter = LETTERS[rng.randrange(len(opts))]
         think = REASONING * rng.randint(0, 6)
         kind = rng.random()
         if kind < 0.4:
             content = letter
         elif kind < 0.6:
-            content = "ABCDEF"[rng.randrange(len(opts))]
+            content = LETTERS[rng.randrange(len(opts))]
         elif kind < 0.7:
-            content = f"{letter}: {opts['ABCDEF'.index(letter)]}"
+            content = f"{letter}: {opts[LETTERS.index(letter)]}"
         elif kind < 0.8:
-            content = opts["ABCDEF".index(letter)].lower()
+            content = opts[LETTERS.index(letter)].lower()
         elif kind < 0.9:
-            content = f"{letter} or {'ABCDEF'[(('ABCDEF'.index(letter)) + 1) % len(opts)]}"
+            content = f"{letter} or {LETTERS[(LETTERS.index(letter) + 1) % len(opts)]}"
         else:
             completions.append(f"{think}The answer is {letter}.")  # no tags at all
             answers.append(letter)
