@@ -192,41 +192,49 @@ def build_processor(tokenizer, min_pixels: int = TINY_MIN_PIXELS, max_pixels: in
     )
 
 
-def build_tiny_vlm(out_dir: str | os.PathLike, seed: int = SEED) -> Path:
-    """Build and save a tiny random-weight Qwen2-VL model and its processor into `out_dir`."""
-    import torch
-    from transformers import GenerationConfig, Qwen2VLConfig, Qwen2VLForConditionalGeneration
+def qwen2_vl_config(tokenizer, text_config: dict, vision_config: dict):
+    """A `Qwen2VLConfig` around `tokenizer`: its vocabulary size and Qwen2-VL's special-token ids, untied embeddings."""
+    from transformers import Qwen2VLConfig
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer()
-    processor = build_processor(tokenizer)
     ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in QWEN2_VL_SPECIAL_TOKENS}
-    vocab_size = len(tokenizer)
-    text_config = dict(
-        TINY_TEXT_CONFIG,
-        vocab_size=vocab_size,
+    text = dict(
+        text_config,
+        vocab_size=len(tokenizer),
         bos_token_id=ids["<|endoftext|>"],
         eos_token_id=ids["<|im_end|>"],
         pad_token_id=ids["<|endoftext|>"],
     )
-    config = Qwen2VLConfig(
-        text_config=text_config,
-        vision_config=TINY_VISION_CONFIG,
+    return Qwen2VLConfig(
+        text_config=text,
+        vision_config=vision_config,
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"],
         vision_end_token_id=ids["<|vision_end|>"],
         tie_word_embeddings=False,
     )
+
+
+def greedy_generation_config(tokenizer):
+    """The tiny models' generation config: greedy, stopping at `<|im_end|>` or `<|endoftext|>`."""
+    from transformers import GenerationConfig
+
+    eos, pad = tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    return GenerationConfig(bos_token_id=pad, eos_token_id=[eos, pad], pad_token_id=pad, do_sample=False)
+
+
+def build_tiny_vlm(out_dir: str | os.PathLike, seed: int = SEED) -> Path:
+    """Build and save a tiny random-weight Qwen2-VL model and its processor into `out_dir`."""
+    import torch
+    from transformers import Qwen2VLForConditionalGeneration
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer()
+    processor = build_processor(tokenizer)
     torch.manual_seed(seed)
-    model = Qwen2VLForConditionalGeneration(config)
-    model.generation_config = GenerationConfig(
-        bos_token_id=ids["<|endoftext|>"],
-        eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
-        pad_token_id=ids["<|endoftext|>"],
-        do_sample=False,
-    )
+    model = Qwen2VLForConditionalGeneration(qwen2_vl_config(tokenizer, TINY_TEXT_CONFIG, TINY_VISION_CONFIG))
+    model.generation_config = greedy_generation_config(tokenizer)
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out
@@ -235,7 +243,7 @@ def build_tiny_vlm(out_dir: str | os.PathLike, seed: int = SEED) -> Path:
 def build_tiny_causal_lm(out_dir: str | os.PathLike, seed: int = SEED) -> Path:
     """Build and save a tiny random-weight Qwen2 causal LM and tokenizer (stand-in for BioGPT or a judge LLM)."""
     import torch
-    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+    from transformers import Qwen2Config, Qwen2ForCausalLM
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -253,9 +261,7 @@ def build_tiny_causal_lm(out_dir: str | os.PathLike, seed: int = SEED) -> Path:
     )
     torch.manual_seed(seed)
     model = Qwen2ForCausalLM(config)
-    model.generation_config = GenerationConfig(
-        bos_token_id=pad, eos_token_id=[eos, pad], pad_token_id=pad, do_sample=False
-    )
+    model.generation_config = greedy_generation_config(tokenizer)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
@@ -265,16 +271,13 @@ def cache_dir() -> Path:
     return Path(os.environ.get("MEDVLM_TRL_CACHE", Path.home() / ".cache" / "medvlm_trl"))
 
 
-def _cached(name: str, builder) -> Path:
-    """Build into a temporary folder and rename it into place, so concurrent test workers never see half a model."""
-    import transformers
-
-    key = hashlib.sha1(f"{TINY_BUILD_VERSION}-{transformers.__version__}".encode()).hexdigest()[:10]
-    target = cache_dir() / f"{name}-{key}"
-    if (target / "config.json").exists():
+def build_once(target: Path, builder, marker: str = "config.json") -> Path:
+    """Build into a temporary folder beside `target` and rename it into place (unless `target/marker` exists), so
+    concurrent test workers never see half a build; the builds are seeded, so a lost race leaves an identical copy."""
+    if (target / marker).exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         builder(tmp)
         try:
@@ -284,6 +287,14 @@ def _cached(name: str, builder) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _cached(name: str, builder) -> Path:
+    """`build_once` under the cache, keyed by the build version and the transformers version."""
+    import transformers
+
+    key = hashlib.sha1(f"{TINY_BUILD_VERSION}-{transformers.__version__}".encode()).hexdigest()[:10]
+    return build_once(cache_dir() / f"{name}-{key}", builder)
 
 
 def tiny_vlm_path() -> Path:

@@ -5,27 +5,30 @@ and GRPO has nothing to learn from. Real base models (Qwen2-VL-2B) write the for
 question they cannot read near chance. This module makes a model that does the same, offline and deterministically:
 
 1. the tiny Qwen2-VL of `medvlm_trl.tiny` (larger text and vision stacks, see `BASE_TEXT_CONFIG`), with a tokenizer
-   that also knows the phantom world's words and reads every phantom option line (`B) large`) as one token, whose
-   embedding starts as the sum of its letter's and its text's (`_structured_option_embeddings`). A model this small
-   did not learn, within 300 cold-start steps, to find which letter stands before an option text spelt over several
-   tokens (measured: the answered letter was that of the option its reasoning named in 23% of greedy answers); one
-   token per option line is meant to make naming an option and answering its letter single look-ups;
-2. a short supervised *cold start* on phantom questions drawn from a seed range of their own (`split="coldstart"`,
+   that also knows the phantom world's words and reads as one token each: the four tags, every phantom option line
+   of a prompt (`B) large`) and every finding the reasoning can name (`large, option B`). Each of the last two starts
+   as the sum of its letter's and its text's embeddings (`_structured_option_embeddings`). The tags are tokens of
+   their own because the byte-level merges glued the answer letter to the tag before it (`>B`), a token unrelated
+   to `B`, which the model then failed to copy;
+2. *another task* first (`PRETRAIN`): text-only option lists without an image, whose completion names a random
+   option and answers its letter, the look-up "which letter stands before this option" in short sequences, where a
+   model this small learns it within a few hundred steps;
+3. a short supervised *cold start* on phantom questions drawn from a seed range of their own (`split="coldstart"`,
    disjoint from the training and test rows) under MedVLM-R1's r1 prompt, whose targets carry **none of the truth**:
 
-       <think>Finding: {a random option, e.g. B) large}.</think><answer>{its letter, B}</answer>
+       <think>Finding: {a random option, e.g. large}, option {its letter}.</think><answer>{its letter}</answer>
 
    The option it names is a guess that does not depend on the image, so its answers are right about
    1 / (number of options) of the time.
 
-Measured 2026-12-01 on 300 held-out MRI test rows: greedy format 100%, sampled (temperature 1) format 95%, greedy
-strict accuracy 34.7% against a random guess of 35.3%. It only partly learned to answer the option it names (the
-answered letter is that of the named option in 44% of greedy answers, 16% of sampled ones), and 100 GRPO steps from
-it did not raise strict accuracy (README, "Two commands on a fresh machine"). GRPO's signal can only come through the
-image: the rollouts whose answer matches the picture are the ones the accuracy reward pays.
+Measured 2026-12-02 on the held-out MRI test rows (experiments of issue 15, 150 rows): greedy format 100%, sampled
+(temperature 1) format 99-100%, and the answered letter is that of the named option in 100% of greedy and 98% of
+sampled answers (version 1 of this build, without step 2 and the tag tokens: 44% and 16%); greedy strict accuracy
+at the random guess. What it does *not* do is read the image: GRPO from it still does not raise held-out accuracy
+(README, "Two commands on a fresh machine", and `bench/perception_probe.py` for the measured reason).
 
-`tiny_base_path()` builds it once (about 6 minutes on a 2-core machine under load 8) and caches it under `MEDVLM_TRL_CACHE` like
-`medvlm_trl.tiny`; `medvlm-trl make-tiny-model OUT --base` saves a copy. Same seed, same thread count, same files.
+`tiny_base_path()` builds it once (about 2 minutes on an idle 2-core machine) and caches it under `MEDVLM_TRL_CACHE`
+like `medvlm_trl.tiny`; `medvlm-trl make-tiny-model OUT --base` saves a copy. Same seed, same thread count, same files.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from pathlib import Path
 
 from medvlm_trl.tiny import IMAGE_PATCH, MERGE_SIZE
 
-TINY_BASE_VERSION = "1"
+TINY_BASE_VERSION = "2"
 BASE_SEED = 4321
 # Image bounds of the phantom world: 112 x 112 pixels, 4 x 4 merged image tokens.
 BASE_MIN_PIXELS = 16 * (IMAGE_PATCH * MERGE_SIZE) ** 2
@@ -61,8 +64,10 @@ BASE_VISION_CONFIG = {
     "spatial_merge_size": MERGE_SIZE,
     "temporal_patch_size": 2,
 }
+PRETRAIN = {"steps": 600, "batch_size": 32, "learning_rate": 3e-3, "seed": 7}
 COLD_START = {"rows": 3000, "steps": 200, "batch_size": 16, "learning_rate": 3e-3, "warmup_steps": 20}
-THINK_TEMPLATE = "<think>Finding: {letter}) {finding}.</think><answer>{letter}</answer>"
+TAG_TOKENS = ("<think>", "</think>", "<answer>", "</answer>")
+THINK_TEMPLATE = "<think>Finding: {finding}, option {letter}.</think><answer>{letter}</answer>"
 
 
 def cold_start_target(row: dict, rng: random.Random) -> str:
@@ -73,24 +78,51 @@ def cold_start_target(row: dict, rng: random.Random) -> str:
     return THINK_TEMPLATE.format(finding=row["options"][i], letter=LETTERS[i])
 
 
-def option_tokens() -> list[str]:
-    """Every phantom option line as the tokenizer's one token: `A) small`, ..., `F) 6`."""
+def _words() -> list[str]:
     from medvlm_trl.data.phantom import QUESTION_TYPES
+
+    return [w for _, vocab in QUESTION_TYPES.values() for w in vocab]
+
+
+def option_tokens() -> list[str]:
+    """Every phantom option line of a prompt as the tokenizer's one token: `A) small`, ..., `F) 6`."""
     from medvlm_trl.data.prompts import LETTERS
 
-    words = [w for _, vocab in QUESTION_TYPES.values() for w in vocab]
-    return [f"{letter}) {word}" for letter in LETTERS for word in words]
+    return [f"{letter}) {word}" for letter in LETTERS for word in _words()]
+
+
+def finding_tokens() -> list[str]:
+    """Every finding the reasoning names as one token: `small, option A`, ..., `6, option F`."""
+    from medvlm_trl.data.prompts import LETTERS
+
+    return [f"{word}, option {letter}" for letter in LETTERS for word in _words()]
+
+
+def pretrain_example(rng: random.Random) -> tuple[str, str]:
+    """One example of the text-only task before the cold start: a question and its option lines (no image, no
+    instructions) and a completion that names a random option and answers its letter."""
+    from medvlm_trl.data.phantom import QUESTION_TYPES
+    from medvlm_trl.data.prompts import LETTERS, format_options
+
+    question, vocab = QUESTION_TYPES[rng.choice(sorted(QUESTION_TYPES))]
+    options = rng.sample(vocab, rng.randint(2, min(len(vocab), len(LETTERS))))
+    i = rng.randrange(len(options))
+    return f"{question}\n{format_options(options)}\n", THINK_TEMPLATE.format(finding=options[i], letter=LETTERS[i])
 
 
 def _structured_option_embeddings(model, tokenizer) -> None:
-    """Each option token starts as (its letter's vector + its text's vectors), in the input and output embeddings,
-    so that `B) large` and `D) large` share the direction of "large" and `B) large` and `B) small` that of B."""
+    """Each option and finding token starts as (its letter's vector + its text's vectors), in the input and output
+    embeddings, so that `B) large` and `large, option D` share the direction of "large" and `B) large` and
+    `small, option B` that of B."""
     import torch
 
+    from medvlm_trl.data.prompts import LETTERS
+
     emb, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+    pairs = [(L, w) for L in LETTERS for w in _words()]
+    tokens = [(f"{L}) {w}", L, w) for L, w in pairs] + [(f"{w}, option {L}", L, w) for L, w in pairs]
     with torch.no_grad():
-        for token in option_tokens():
-            letter, word = token.split(") ", 1)
+        for token, letter, word in tokens:
             tid = tokenizer.convert_tokens_to_ids(token)
             parts = tokenizer(letter)["input_ids"] + tokenizer(" " + word, add_special_tokens=False)["input_ids"]
             emb[tid] = emb[parts].sum(0) / len(parts) ** 0.5
@@ -103,47 +135,67 @@ def _phantom_words() -> list[str]:
     lines = []
     for question, vocab in QUESTION_TYPES.values():
         lines.append(f"Case 100001. {question}")
-        lines += [THINK_TEMPLATE.format(finding=v, letter=L) for v, L in zip(vocab, "ABCDEF")]
+        lines += [THINK_TEMPLATE.format(finding=v, letter=L) for v, L in zip(vocab, "ABCDEF", strict=False)]
         lines.append("\n".join(f"{L}) {v}" for L, v in zip("ABCDEF", vocab)))
     return lines
 
 
-def build_tiny_base(out_dir: str | os.PathLike, seed: int = BASE_SEED, steps: int | None = None, log=None) -> Path:
-    """Build the random tiny Qwen2-VL, run the cold start, save model and processor into `out_dir`."""
+def _completion_loss(model, tokenizer, enc, targets: list[str]):
+    """Teacher-forced loss on the completions only (right padding: each completion ends its sequence)."""
+    labels = enc["input_ids"].clone()
+    lengths = enc["attention_mask"].sum(dim=1).tolist()
+    for j, t in enumerate(targets):
+        labels[j, : lengths[j] - len(tokenizer(t)["input_ids"])] = -100
+    labels[enc["attention_mask"] == 0] = -100
+    return model(**enc, labels=labels).loss
+
+
+def _step(model, optimizer, loss, schedule=None) -> None:
     import torch
-    from transformers import GenerationConfig, Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    if schedule is not None:
+        schedule.step()
+    optimizer.zero_grad()
+
+
+def build_tiny_base(
+    out_dir: str | os.PathLike, seed: int = BASE_SEED, steps: int | None = None, log=None, pretrain_steps=None
+) -> Path:
+    """Build the random tiny Qwen2-VL, run the text-only task and the cold start, save model and processor."""
+    import torch
+    from transformers import Qwen2VLForConditionalGeneration
 
     from medvlm_trl.data.phantom import STYLES, make_items
     from medvlm_trl.data.prompts import build_prompt
-    from medvlm_trl.tiny import build_processor, build_tokenizer
+    from medvlm_trl.tiny import build_processor, build_tokenizer, greedy_generation_config, qwen2_vl_config
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(extra_corpus=_phantom_words())
-    tokenizer.add_tokens(option_tokens())
+    tokenizer.add_tokens([*TAG_TOKENS, *option_tokens(), *finding_tokens()])
     processor = build_processor(tokenizer, min_pixels=BASE_MIN_PIXELS, max_pixels=BASE_MAX_PIXELS)
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in ("<|endoftext|>", "<|im_end|>")}
-    special = {t: tokenizer.convert_tokens_to_ids(t) for t in ("<|image_pad|>", "<|video_pad|>")}
-    special |= {t: tokenizer.convert_tokens_to_ids(t) for t in ("<|vision_start|>", "<|vision_end|>")}
-    text_config = dict(
-        BASE_TEXT_CONFIG,
-        vocab_size=len(tokenizer),
-        bos_token_id=ids["<|endoftext|>"],
-        eos_token_id=ids["<|im_end|>"],
-        pad_token_id=ids["<|endoftext|>"],
-    )
-    config = Qwen2VLConfig(
-        text_config=text_config,
-        vision_config=BASE_VISION_CONFIG,
-        image_token_id=special["<|image_pad|>"],
-        video_token_id=special["<|video_pad|>"],
-        vision_start_token_id=special["<|vision_start|>"],
-        vision_end_token_id=special["<|vision_end|>"],
-        tie_word_embeddings=False,
-    )
     torch.manual_seed(seed)
-    model = Qwen2VLForConditionalGeneration(config)
+    model = Qwen2VLForConditionalGeneration(qwen2_vl_config(tokenizer, BASE_TEXT_CONFIG, BASE_VISION_CONFIG))
     _structured_option_embeddings(model, tokenizer)
+    tokenizer.padding_side = "right"
+    model.train()
+    eos = "<|im_end|>"
+
+    # The other task: text-only option lists, a random option named and its letter answered.
+    pre = dict(PRETRAIN, **({"steps": pretrain_steps} if pretrain_steps is not None else {}))
+    pre_rng = random.Random(seed + pre["seed"])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=pre["learning_rate"], weight_decay=0.0)
+    for step in range(pre["steps"]):
+        batch = [pretrain_example(pre_rng) for _ in range(pre["batch_size"])]
+        targets = [t + eos for _, t in batch]
+        enc = tokenizer([p + t for (p, _), t in zip(batch, targets)], return_tensors="pt", padding=True)
+        loss = _completion_loss(model, tokenizer, enc, targets)
+        _step(model, optimizer, loss)
+        if log is not None and (step % 100 == 0 or step == pre["steps"] - 1):
+            log(f"text-only task step {step}: loss {loss.item():.4f}")
 
     # The cold start: teacher-forced r1-prompt completions whose finding is a random option.
     settings = dict(COLD_START, **({"steps": steps} if steps is not None else {}))
@@ -151,12 +203,10 @@ def build_tiny_base(out_dir: str | os.PathLike, seed: int = BASE_SEED, steps: in
     rows = [r for style in STYLES for r in make_items("coldstart", style, per_style)]
     rng = random.Random(seed)
     rng.shuffle(rows)
-    tokenizer.padding_side = "right"
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings["learning_rate"], weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / settings["warmup_steps"]) * max(0.0, 1 - s / settings["steps"])
     )
-    model.train()
     bs = settings["batch_size"]
     for step in range(settings["steps"]):
         batch = [rows[(step * bs + j) % len(rows)] for j in range(bs)]
@@ -166,34 +216,20 @@ def build_tiny_base(out_dir: str | os.PathLike, seed: int = BASE_SEED, steps: in
             )
             for r in batch
         ]
-        targets = [cold_start_target(r, rng) + "<|im_end|>" for r in batch]
+        targets = [cold_start_target(r, rng) + eos for r in batch]
         enc = processor(
             text=[p + t for p, t in zip(prompts, targets)],
             images=[r["image"] for r in batch],
             return_tensors="pt",
             padding=True,
         )
-        labels = enc["input_ids"].clone()
-        lengths = enc["attention_mask"].sum(dim=1).tolist()
-        for j, t in enumerate(targets):  # loss on the completion only (right padding: it ends each sequence)
-            labels[j, : lengths[j] - len(tokenizer(t)["input_ids"])] = -100
-        labels[enc["attention_mask"] == 0] = -100
-        loss = model(**enc, labels=labels).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad()
+        loss = _completion_loss(model, tokenizer, enc, targets)
+        _step(model, optimizer, loss, schedule)
         if log is not None and (step % 25 == 0 or step == settings["steps"] - 1):
             log(f"cold start step {step}: loss {loss.item():.4f}")
     model.eval()
     tokenizer.padding_side = "left"
-    model.generation_config = GenerationConfig(
-        bos_token_id=ids["<|endoftext|>"],
-        eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
-        pad_token_id=ids["<|endoftext|>"],
-        do_sample=False,
-    )
+    model.generation_config = greedy_generation_config(tokenizer)
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out

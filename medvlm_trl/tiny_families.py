@@ -314,9 +314,8 @@ def build_tiny_family(
     the wider text model vLLM's CPU backend accepts, `ENGINE_TEXT`; not for `qwen2_vl`, see tests/training/test_vllm_engine.py)."""
     import torch
     import transformers
-    from transformers import GenerationConfig
 
-    from medvlm_trl.tiny import QWEN2_VL_SPECIAL_TOKENS, SEED, build_tiny_vlm
+    from medvlm_trl.tiny import QWEN2_VL_SPECIAL_TOKENS, SEED, build_tiny_vlm, greedy_generation_config
 
     s = spec(family)
     seed = SEED if seed is None else seed
@@ -330,12 +329,7 @@ def build_tiny_family(
     config = _family_config(family, ids, len(tokenizer), engine_sized)
     torch.manual_seed(seed)
     model = getattr(transformers, s.model_class)(config)
-    model.generation_config = GenerationConfig(
-        bos_token_id=ids["<|endoftext|>"],
-        eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
-        pad_token_id=ids["<|endoftext|>"],
-        do_sample=False,
-    )
+    model.generation_config = greedy_generation_config(tokenizer)
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out

@@ -311,25 +311,10 @@ def build_phantom(
 
 def phantom_dir() -> Path:
     """The cached phantom set, built on first use (a few seconds), keyed by `PHANTOM_VERSION`."""
-    import shutil
-    import tempfile
-
-    from medvlm_trl.tiny import cache_dir
+    from medvlm_trl.tiny import build_once, cache_dir
 
     key = hashlib.sha1(f"{PHANTOM_VERSION}-{IMAGE_SIZE}-{PHANTOM_TRAIN_SIZE}".encode()).hexdigest()[:8]
-    target = cache_dir() / f"phantom-v{PHANTOM_VERSION}-{key}"
-    if not (target / "test.jsonl").exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".phantom-", dir=target.parent))
-        try:
-            build_phantom(tmp)
-            try:
-                tmp.rename(target)
-            except OSError:  # built concurrently by another process; seeded, so identical
-                pass
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return build_once(cache_dir() / f"phantom-v{PHANTOM_VERSION}-{key}", build_phantom, marker="test.jsonl")
 
 
 def load_phantom(
