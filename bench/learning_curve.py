@@ -132,7 +132,7 @@ def _our_trainer(argv: list[str]):
 
 
 def _plain_trl_trainer(base: str, out: str, seed: int, steps: int):
-    """Plain `trl.GRPOTrainer` with our rewards and the recipe's settings (see tests/test_phantom_learning.py)."""
+    """Plain `trl.GRPOTrainer` with our rewards and the recipe's settings (issue 15, test 5c)."""
     import yaml
     from datasets import Dataset
     from PIL import Image

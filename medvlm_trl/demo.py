@@ -2,8 +2,8 @@
 
 Steps, each through the same entry point a paper recipe uses (only the recipe differs):
 
-1. the tiny base model (`medvlm_trl.tiny_base`: a tiny Qwen2-VL after a cold start that taught it the
-   think/answer format but nothing about the images, so it answers near chance) and the phantom world
+1. the tiny base model (`medvlm_trl.tiny_base`: a tiny Qwen2-VL after a text-only option task and a cold start
+   that taught it the think/answer format but nothing about the images, so it answers near chance) and the phantom world
    (`medvlm_trl.data.phantom`: seeded MRI-, CT- and X-ray-style drawings whose answers are only in the image);
 2. `medvlm-trl eval` with MedVLM-R1's r1 prompt and strict rule on the phantom test split (300 MRI in domain,
    300 CT and 300 X-ray out of domain, letter-balanced);
@@ -14,8 +14,8 @@ Steps, each through the same entry point a paper recipe uses (only the recipe di
    into `reward_curve.png`).
 
 The phantoms are drawings, not scans. What the demo measured is in README ("Two commands on a fresh machine"): on
-2026-12-01 the base model wrote the format and answered at chance, and 100 GRPO steps raised the format reward but
-not strict accuracy (after training the greedy answers collapse onto one letter, which the letter-balanced test
+2026-12-02 the base model wrote the format and answered at chance, and 100 GRPO steps kept the format but did not
+raise strict accuracy (after training the greedy answers collapse onto one letter, which the letter-balanced test
 scores at exactly the random guess). It shows the loop and its measurements working on data where the answer is in
 the image, not yet that GRPO teaches the tiny model to read it.
 """

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
-SCRIPTS = ["data_loading.py", "eval_throughput.py", "grpo_overhead.py", "learning_curve.py", "reward_throughput.py"]
+SCRIPTS = ["data_loading.py", "eval_throughput.py", "grpo_overhead.py", "learning_curve.py", "perception_probe.py", "reward_throughput.py"]
 
 
 def run(script: str, *args: str) -> str:
@@ -40,3 +40,15 @@ def test_data_loading_prints_rows_per_second():
     out = run("data_loading.py", "--rows", "40", "--prepare-rows", "3", "--repeats", "1")
     assert "load index (40 rows, lazy)" in out and "prepare_image (3 x 512x512 PNG)" in out
     assert out.count("rows/s") == 4
+
+
+def test_perception_probe_prints_accuracy_per_step_and_writes_every_point(tmp_path):
+    out_file = tmp_path / "probe.json"
+    args = ["--prompts", "short", "--lrs", "1e-3", "--seeds", "0", "--steps", "2", "--eval-every", "1"]
+    out = run("perception_probe.py", *args, "--out", str(out_file))
+    rows = [line for line in out.splitlines() if line.startswith("| short lr 0.001 |")]
+    assert [row.split("|")[2].strip() for row in rows] == ["0", "1", "2"]
+    import json
+
+    points = json.loads(out_file.read_text())["runs"]["short lr 0.001"][0]
+    assert [p["step"] for p in points] == [0, 1, 2] and all(0 <= p["accuracy"] <= 100 for p in points)

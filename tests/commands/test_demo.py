@@ -1,5 +1,5 @@
 """`make demo` end to end, shortened: eval -> GRPO -> eval -> the table and the reward curve, through the real entry
-points. (That the full-length demo learns is tests/test_phantom_learning.py's job.)"""
+points."""
 
 import json
 
