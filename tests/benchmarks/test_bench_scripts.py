@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
-SCRIPTS = ["data_loading.py", "eval_throughput.py", "grpo_overhead.py", "learning_curve.py", "perception_probe.py", "reward_throughput.py"]
+SCRIPTS = [
+    "data_loading.py",
+    "eval_throughput.py",
+    "grpo_overhead.py",
+    "learning_curve.py",
+    "perception_probe.py",
+    "reward_throughput.py",
+]
 
 
 def run(script: str, *args: str) -> str:
