@@ -74,7 +74,10 @@ def probe(prompt: str, lr: float, seed: int, steps: int, eval_every: int, batch_
     from medvlm_trl.data.phantom import make_items
 
     model, processor = _model_and_processor(seed)
-    word_ids = [processor.tokenizer(" " + w, add_special_tokens=False)["input_ids"][0] for w in WORDS]
+    pieces = [processor.tokenizer(" " + w, add_special_tokens=False)["input_ids"] for w in WORDS]
+    if any(len(p) != 1 for p in pieces):  # the loss ranks single tokens: a word split in two would be half-scored
+        raise SystemExit(f"perception_probe: the tiny tokenizer splits a size word: {dict(zip(WORDS, pieces))}")
+    word_ids = [p[0] for p in pieces]
     train = make_items("coldstart", "MRI", steps * batch_size, types=("size",), balanced=False)
     test = make_items("test", "MRI", 150, types=("size",))
     truth = torch.tensor([WORDS.index(r["finding"]) for r in test])

@@ -321,15 +321,10 @@ def load_phantom(
     split: str = "train", root: str | os.PathLike | None = None, modality: str | None = None
 ) -> list[dict]:
     """Contract rows of the phantom set's `train` or `test` split; `image` is an absolute PNG path."""
+    from medvlm_trl.data.sample import read_split
     from medvlm_trl.data.schema import filter_rows
 
-    if split not in {"train", "test"}:
-        raise ValueError(f"the phantom set has splits 'train' and 'test', not {split!r}")
-    base = Path(root) if root is not None else phantom_dir()
-    with open(base / f"{split}.jsonl") as fh:
-        rows = [json.loads(line) for line in fh if line.strip()]
-    for row in rows:
-        row["image"] = str(base / row["image"])
+    rows = read_split(split, root, phantom_dir, "phantom")
     if modality is not None:
         rows = [r for r in rows if r["modality"] == modality]
     return list(filter_rows(rows))

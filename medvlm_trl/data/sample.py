@@ -181,36 +181,27 @@ def build_sample(out_dir: str | os.PathLike, seed: int = SAMPLE_SEED) -> Path:
 
 def sample_dir() -> Path:
     """The cached sample set, built on first use (a few seconds)."""
-    from medvlm_trl.tiny import cache_dir
+    from medvlm_trl.tiny import build_once, cache_dir
 
-    target = cache_dir() / f"sample-v{SAMPLE_VERSION}"
-    if not (target / "test.jsonl").exists():
-        import shutil
-        import tempfile
-
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".sample-", dir=target.parent))
-        try:
-            build_sample(tmp)
-            try:
-                tmp.rename(target)
-            except OSError:  # built concurrently by another process; seeded, so identical
-                pass
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return build_once(cache_dir() / f"sample-v{SAMPLE_VERSION}", build_sample, marker="test.jsonl")
 
 
-def load_sample(split: str = "train", root: str | os.PathLike | None = None) -> list[dict]:
-    """Contract rows of the sample set's `train` or `test` split; `image` is an absolute PNG path."""
+def read_split(split: str, root, default_dir, set_name: str) -> list[dict]:
+    """The raw rows of `{split}.jsonl` of a built set (sample or phantom) in `root`, else in `default_dir()` (built
+    only after `split` is checked), `image` made an absolute path."""
     if split not in {"train", "test"}:
-        raise ValueError(f"the sample set has splits 'train' and 'test', not {split!r}")
-    base = Path(root) if root is not None else sample_dir()
+        raise ValueError(f"the {set_name} set has splits 'train' and 'test', not {split!r}")
+    base = Path(root) if root is not None else default_dir()
     with open(base / f"{split}.jsonl") as fh:
         rows = [json.loads(line) for line in fh if line.strip()]
     for row in rows:
         row["image"] = str(base / row["image"])
-    return list(filter_rows(rows))
+    return rows
+
+
+def load_sample(split: str = "train", root: str | os.PathLike | None = None) -> list[dict]:
+    """Contract rows of the sample set's `train` or `test` split; `image` is an absolute PNG path."""
+    return list(filter_rows(read_split(split, root, sample_dir, "sample")))
 
 
 @error_boundary("make-sample-data")
