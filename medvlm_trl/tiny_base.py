@@ -78,24 +78,31 @@ def cold_start_target(row: dict, rng: random.Random) -> str:
     return THINK_TEMPLATE.format(finding=row["options"][i], letter=LETTERS[i])
 
 
+OPTION_TOKEN = "{letter}) {word}"  # an option line of a prompt, as one token
+FINDING_TOKEN = "{word}, option {letter}"  # a finding the reasoning names, as one token (see THINK_TEMPLATE)
+
+
 def _words() -> list[str]:
     from medvlm_trl.data.phantom import QUESTION_TYPES
 
     return [w for _, vocab in QUESTION_TYPES.values() for w in vocab]
 
 
-def option_tokens() -> list[str]:
-    """Every phantom option line of a prompt as the tokenizer's one token: `A) small`, ..., `F) 6`."""
+def _tokens(template: str) -> list[tuple[str, str, str]]:
+    """(token, letter, word) of every letter and phantom word, spelt by `template`."""
     from medvlm_trl.data.prompts import LETTERS
 
-    return [f"{letter}) {word}" for letter in LETTERS for word in _words()]
+    return [(template.format(letter=L, word=w), L, w) for L in LETTERS for w in _words()]
+
+
+def option_tokens() -> list[str]:
+    """Every phantom option line of a prompt as the tokenizer's one token: `A) small`, ..., `F) 6`."""
+    return [token for token, _, _ in _tokens(OPTION_TOKEN)]
 
 
 def finding_tokens() -> list[str]:
     """Every finding the reasoning names as one token: `small, option A`, ..., `6, option F`."""
-    from medvlm_trl.data.prompts import LETTERS
-
-    return [f"{word}, option {letter}" for letter in LETTERS for word in _words()]
+    return [token for token, _, _ in _tokens(FINDING_TOKEN)]
 
 
 def pretrain_example(rng: random.Random) -> tuple[str, str]:
@@ -116,13 +123,9 @@ def _structured_option_embeddings(model, tokenizer) -> None:
     `small, option B` that of B."""
     import torch
 
-    from medvlm_trl.data.prompts import LETTERS
-
     emb, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
-    pairs = [(L, w) for L in LETTERS for w in _words()]
-    tokens = [(f"{L}) {w}", L, w) for L, w in pairs] + [(f"{w}, option {L}", L, w) for L, w in pairs]
     with torch.no_grad():
-        for token, letter, word in tokens:
+        for token, letter, word in _tokens(OPTION_TOKEN) + _tokens(FINDING_TOKEN):
             tid = tokenizer.convert_tokens_to_ids(token)
             parts = tokenizer(letter)["input_ids"] + tokenizer(" " + word, add_special_tokens=False)["input_ids"]
             emb[tid] = emb[parts].sum(0) / len(parts) ** 0.5
@@ -131,12 +134,13 @@ def _structured_option_embeddings(model, tokenizer) -> None:
 
 def _phantom_words() -> list[str]:
     from medvlm_trl.data.phantom import QUESTION_TYPES
+    from medvlm_trl.data.prompts import LETTERS, format_options
 
     lines = []
     for question, vocab in QUESTION_TYPES.values():
         lines.append(f"Case 100001. {question}")
-        lines += [THINK_TEMPLATE.format(finding=v, letter=L) for v, L in zip(vocab, "ABCDEF", strict=False)]
-        lines.append("\n".join(f"{L}) {v}" for L, v in zip("ABCDEF", vocab)))
+        lines += [THINK_TEMPLATE.format(finding=v, letter=L) for v, L in zip(vocab, LETTERS)]
+        lines.append(format_options(vocab))
     return lines
 
 
