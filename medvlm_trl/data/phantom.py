@@ -40,7 +40,8 @@ API (what the recipes, `eval`, the demo, the tiny base model and the tests use):
 - `make_items(split, style, n, ...)`: the rows of one split and style, in memory (`image` is a PIL image), for
   other draws (the base model's cold start uses `split="coldstart"`, a third disjoint seed range).
 - `draw_image(style, spec, size, rng)`: one image; `balanced_schedule(...)`: the letter-balanced plan of a test set.
-- `build_phantom(out_dir)`: write a phantom set into a folder (`phantom_dir()` does it once into the cache);
+- `build_phantom(out_dir, types=...)`: write a phantom set into a folder (`phantom_dir()` does it once into the
+  cache, with every question type; `types` makes a smaller world for experiments, loaded with `data_dir`);
 - `phantom_manifests(root=None)`: the audited train and test manifests that `medvlm-trl make-split phantom` writes.
 
 Registered as dataset name `phantom` (`medvlm_trl.data.registry`), splits `train` and `test`.
@@ -289,14 +290,22 @@ def build_phantom(
     train_size: int = PHANTOM_TRAIN_SIZE,
     test_per_style: int = PHANTOM_TEST_PER_STYLE,
     size: int = IMAGE_SIZE,
+    types: tuple[str, ...] = DEFAULT_TYPES,
 ) -> Path:
-    """Write the phantom set: `images/*.png`, `train.jsonl` (MRI only), `test.jsonl` (every style), `README.md`."""
+    """Write the phantom set: `images/*.png`, `train.jsonl` (MRI only), `test.jsonl` (every style), `README.md`.
+
+    `types` restricts the question types (a smaller world for experiments, e.g. `bench/cold_start_probe.py`); the
+    registered set (`phantom_dir()`) has all of them. Load such a folder with `load_phantom(split, root=folder)` or a
+    recipe's `data_dir`."""
+    unknown = sorted(set(types) - set(QUESTION_TYPES))
+    if unknown or not types:
+        raise ValueError(f"unknown phantom question types {unknown}; choose from {sorted(QUESTION_TYPES)}")
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     plan = [("train", TRAIN_STYLE, train_size)] + [("test", s, test_per_style) for s in STYLES]
     files = {"train": [], "test": []}
     for split, style, n in plan:
-        for row in make_items(split, style, n, size=size):
+        for row in make_items(split, style, n, size=size, types=tuple(types)):
             name = f"images/{row['id']}.png"
             row["image"].save(out / name)
             row["image"] = name

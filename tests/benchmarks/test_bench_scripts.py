@@ -11,6 +11,7 @@ import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 SCRIPTS = [
+    "cold_start_probe.py",
     "data_loading.py",
     "eval_throughput.py",
     "grpo_overhead.py",
@@ -59,3 +60,24 @@ def test_perception_probe_prints_accuracy_per_step_and_writes_every_point(tmp_pa
 
     points = json.loads(out_file.read_text())["runs"]["short lr 0.001"][0]
     assert [p["step"] for p in points] == [0, 1, 2] and all(0 <= p["accuracy"] <= 100 for p in points)
+
+
+@pytest.mark.slow
+def test_cold_start_probe_measures_the_base_and_the_grpo_run_per_style(tmp_path):
+    """Two cold-start steps and two GRPO steps through `medvlm-trl grpo` on a size-only phantom folder: the numbers
+    are those of an untrained model; what is checked is that every measure is there, in range, for every style."""
+    out_file = tmp_path / "probe.json"
+    args = ["--steps", "2", "--pretrain-steps", "2", "--lrs", "1e-3", "--seeds", "0", "--eval-rows", "50"]
+    out = run("cold_start_probe.py", *args, "--grpo-steps", "2", "--work", str(tmp_path), "--out", str(out_file))
+    assert "| base, cold-start lr 0.001, seed 0 | MRI: " in out
+    assert "| after 2 GRPO steps (lr 0.0003, seed 42) | MRI: " in out
+    import json
+
+    (record,) = json.loads(out_file.read_text())["runs"]
+    (trained,) = record["grpo"]
+    assert trained["seed"] == 42 and [step for step, _ in trained["accuracy_reward"]] == [2]
+    for result in (record["base"], trained["after"]):
+        assert set(result) == {"MRI", "CT", "X-ray"}
+        for style in result.values():
+            assert all(0 <= style[m] <= 100 for m in ("format", "perception", "look-up", "strict"))
+            assert style["random"] == pytest.approx(100 * (1 / 2 + 1 / 3) / 2, abs=3)  # size: 2 or 3 options

@@ -15,6 +15,7 @@ from medvlm_trl.data.phantom import (
     QUESTION_TYPES,
     STYLES,
     balanced_schedule,
+    build_phantom,
     load_phantom,
     make_items,
 )
@@ -103,6 +104,18 @@ def test_items_are_seeded_and_splits_draw_distinct_images():
     train = {np.asarray(r["image"]).tobytes() for r in make_items("train", "MRI", 50)}
     test = {np.asarray(r["image"]).tobytes() for r in make_items("test", "MRI", 50)}
     assert train.isdisjoint(test)
+
+
+def test_a_folder_of_fewer_question_types_loads_through_the_registry(tmp_path):
+    """`build_phantom(types=...)` (the cold-start probe's smaller world) writes only those types, still balanced."""
+    build_phantom(tmp_path, train_size=12, test_per_style=12, types=("size",))
+    train = load_rows("phantom", "train", data_dir=str(tmp_path))
+    test = load_rows("phantom", "test", data_dir=str(tmp_path))
+    assert len(train) == 12 and len(test) == 36
+    assert {r["question_type"] for r in train + test} == {"size"}
+    assert Counter(r["answer"] for r in test if len(r["options"]) == 3) == {"A": 6, "B": 6, "C": 6}
+    with pytest.raises(ValueError, match="unknown phantom question types \\['shape'\\]"):
+        build_phantom(tmp_path / "bad", types=("size", "shape"))
 
 
 def test_registry_serves_the_medvlm_r1_shaped_splits():
