@@ -17,6 +17,7 @@ Builds are seeded (two builds give identical files) and cached under `MEDVLM_TRL
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -271,6 +272,20 @@ def cache_dir() -> Path:
     return Path(os.environ.get("MEDVLM_TRL_CACHE", Path.home() / ".cache" / "medvlm_trl"))
 
 
+@contextlib.contextmanager
+def _quiet_progress_bars():
+    """transformers' progress bars (`save_pretrained`'s "Writing model shards") off for the block, then as before."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+
+
 def build_once(target: Path, builder, marker: str = "config.json") -> Path:
     """Build into a temporary folder beside `target` and rename it into place (unless `target/marker` exists), so
     concurrent test workers never see half a build; the builds are seeded, so a lost race leaves an identical copy."""
@@ -279,7 +294,8 @@ def build_once(target: Path, builder, marker: str = "config.json") -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        builder(tmp)
+        with _quiet_progress_bars():  # a first build under a command must not print into its one-line error
+            builder(tmp)
         try:
             tmp.rename(target)
         except OSError:  # another process won the race; theirs is identical (seeded build)

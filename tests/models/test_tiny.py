@@ -142,3 +142,17 @@ def test_make_tiny_model_cli_builds_a_family_and_refuses_an_unknown_one(tmp_path
     assert AutoModelForImageTextToText.from_pretrained(out).config.model_type == "qwen3_vl"
     bad = subprocess.run([*command, "--family", "qwen4_vl"], capture_output=True, text=True)
     assert bad.returncode == 2 and "invalid choice: 'qwen4_vl'" in bad.stderr
+
+
+def test_a_first_build_prints_no_progress_bar_and_leaves_the_bars_as_they_were(tmp_path, capfd):
+    """A command's first use of a tiny model builds it; `save_pretrained`'s "Writing model shards" bar went to stderr
+    and broke that command's one-line error (seen on a machine without the cache, under `reproduce-table1`)."""
+    from transformers.utils import logging as hf_logging
+
+    from medvlm_trl.tiny import build_once, build_tiny_causal_lm
+
+    assert hf_logging.is_progress_bar_enabled()
+    path = build_once(tmp_path / "lm", build_tiny_causal_lm)
+    assert (path / "config.json").exists()
+    assert "Writing model shards" not in capfd.readouterr().err
+    assert hf_logging.is_progress_bar_enabled()
