@@ -69,22 +69,16 @@ def _model_and_processor(seed: int):
     torch.manual_seed(seed)
     model = Qwen2VLForConditionalGeneration(qwen2_vl_config(tokenizer, tb.BASE_TEXT_CONFIG, tb.BASE_VISION_CONFIG))
     tb._structured_option_embeddings(model, tokenizer)
-    emb, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
-    with torch.no_grad():  # `Finding: large.` starts in the direction of `large`
-        for word, token in zip(_words(), perceived):
-            tid, parts = tokenizer.convert_tokens_to_ids(token), tokenizer(" " + word, add_special_tokens=False)
-            emb[tid] = emb[parts["input_ids"]].sum(0) / len(parts["input_ids"]) ** 0.5
-            head[tid] = head[parts["input_ids"]].sum(0) / len(parts["input_ids"]) ** 0.5
+    ids = [tokenizer(" " + w, add_special_tokens=False)["input_ids"] for w in _words()]
+    tb.compose_embeddings(model, zip(tokenizer.convert_tokens_to_ids(perceived), ids))  # `Finding: large.` ~ large
     return model, processor
 
 
 def build(out: Path, *, lr: float, steps: int, pretrain_steps: int, types: tuple[str, ...], seed: int) -> float:
     """Text-only option task, then the perceiving cold start; saves model and processor; returns seconds."""
-    import torch
-
     from medvlm_trl import tiny_base as tb
     from medvlm_trl.data.phantom import QUESTION_TYPES, STYLES, make_items
-    from medvlm_trl.data.prompts import LETTERS, build_prompt, format_options
+    from medvlm_trl.data.prompts import LETTERS, format_options
     from medvlm_trl.tiny import greedy_generation_config
 
     start = time.perf_counter()
@@ -92,42 +86,32 @@ def build(out: Path, *, lr: float, steps: int, pretrain_steps: int, types: tuple
     tokenizer = processor.tokenizer
     tokenizer.padding_side = "right"
     model.train()
-    rng, eos = random.Random(seed), "<|im_end|>"
-    optimizer = torch.optim.AdamW(model.parameters(), lr=tb.PRETRAIN["learning_rate"], weight_decay=0.0)
-    for _ in range(pretrain_steps):
-        prompts, targets = [], []
-        for _ in range(tb.PRETRAIN["batch_size"]):
-            question, vocab = QUESTION_TYPES[rng.choice(sorted(QUESTION_TYPES))]
-            options = rng.sample(vocab, rng.randint(2, min(len(vocab), len(LETTERS))))
-            i = rng.randrange(len(options))
-            prompts.append(f"{question}\n{format_options(options)}\n")
-            targets.append(target(options[i], options[i], LETTERS[i]) + eos)
-        enc = tokenizer([p + t for p, t in zip(prompts, targets)], return_tensors="pt", padding=True)
-        tb._step(model, optimizer, tb._completion_loss(model, tokenizer, enc, targets))
+    rng = random.Random(seed)
 
+    def example() -> tuple[str, str]:  # the text-only task: one option named twice, its letter answered
+        question, vocab = QUESTION_TYPES[rng.choice(sorted(QUESTION_TYPES))]
+        options = rng.sample(vocab, rng.randint(2, min(len(vocab), len(LETTERS))))
+        i = rng.randrange(len(options))
+        return f"{question}\n{format_options(options)}\n", target(options[i], options[i], LETTERS[i])
+
+    def perceiving(row: dict) -> str:  # the image's finding named, then a guessed option answered
+        j = rng.randrange(len(row["options"]))
+        return target(row["finding"], row["options"][j], LETTERS[j])
+
+    tb.train_text_task(
+        model,
+        tokenizer,
+        example,
+        steps=pretrain_steps,
+        batch_size=tb.PRETRAIN["batch_size"],
+        learning_rate=tb.PRETRAIN["learning_rate"],
+    )
     rows = [r for style in STYLES for r in make_items("coldstart", style, 1000, types=types)]
     rng.shuffle(rows)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    warmup = tb.COLD_START["warmup_steps"]
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * max(0.0, 1 - s / steps)
+    warmup, batch_size = tb.COLD_START["warmup_steps"], tb.COLD_START["batch_size"]
+    tb.train_cold_start(
+        model, processor, rows, perceiving, steps=steps, batch_size=batch_size, learning_rate=lr, warmup_steps=warmup
     )
-    bs = tb.COLD_START["batch_size"]
-    for step in range(steps):
-        batch = [rows[(step * bs + j) % len(rows)] for j in range(bs)]
-        targets = []
-        for r in batch:
-            j = rng.randrange(len(r["options"]))  # the named option and the answer: a guess
-            targets.append(target(r["finding"], r["options"][j], LETTERS[j]) + eos)
-        texts = [
-            processor.apply_chat_template(
-                build_prompt(r["question"], r["options"], "r1"), tokenize=False, add_generation_prompt=True
-            )
-            + t
-            for r, t in zip(batch, targets)
-        ]
-        enc = processor(text=texts, images=[r["image"] for r in batch], return_tensors="pt", padding=True)
-        tb._step(model, optimizer, tb._completion_loss(model, tokenizer, enc, targets), schedule)
     model.eval()
     tokenizer.padding_side = "left"
     model.generation_config = greedy_generation_config(tokenizer)

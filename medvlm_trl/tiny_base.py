@@ -67,6 +67,7 @@ BASE_VISION_CONFIG = {
 PRETRAIN = {"steps": 600, "batch_size": 32, "learning_rate": 3e-3, "seed": 7}
 COLD_START = {"rows": 3000, "steps": 200, "batch_size": 16, "learning_rate": 3e-3, "warmup_steps": 20}
 TAG_TOKENS = ("<think>", "</think>", "<answer>", "</answer>")
+EOS = "<|im_end|>"  # ends every teacher-forced completion
 THINK_TEMPLATE = "<think>Finding: {finding}, option {letter}.</think><answer>{letter}</answer>"
 
 
@@ -121,13 +122,26 @@ def _structured_option_embeddings(model, tokenizer) -> None:
     """Each option and finding token starts as (its letter's vector + its text's vectors), in the input and output
     embeddings, so that `B) large` and `large, option D` share the direction of "large" and `B) large` and
     `small, option B` that of B."""
+    compose_embeddings(
+        model,
+        [
+            (
+                tokenizer.convert_tokens_to_ids(token),
+                tokenizer(letter)["input_ids"] + tokenizer(" " + word, add_special_tokens=False)["input_ids"],
+            )
+            for token, letter, word in _tokens(OPTION_TOKEN) + _tokens(FINDING_TOKEN)
+        ],
+    )
+
+
+def compose_embeddings(model, pieces) -> None:
+    """For each `(token id, part ids)`: the token's input and output embeddings become the sum of its parts' divided
+    by the square root of their number (a new token starts in the direction of the words it stands for)."""
     import torch
 
     emb, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
     with torch.no_grad():
-        for token, letter, word in _tokens(OPTION_TOKEN) + _tokens(FINDING_TOKEN):
-            tid = tokenizer.convert_tokens_to_ids(token)
-            parts = tokenizer(letter)["input_ids"] + tokenizer(" " + word, add_special_tokens=False)["input_ids"]
+        for tid, parts in pieces:
             emb[tid] = emb[parts].sum(0) / len(parts) ** 0.5
             head[tid] = head[parts].sum(0) / len(parts) ** 0.5
 
@@ -165,6 +179,56 @@ def _step(model, optimizer, loss, schedule=None) -> None:
     optimizer.zero_grad()
 
 
+def train_text_task(model, tokenizer, example, *, steps: int, batch_size: int, learning_rate: float, log=None):
+    """`steps` teacher-forced AdamW steps on text-only `(prompt, completion)` pairs drawn by `example()` (each
+    completion ends with EOS; right padding)."""
+    import torch
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
+    for step in range(steps):
+        batch = [example() for _ in range(batch_size)]
+        targets = [t + EOS for _, t in batch]
+        enc = tokenizer([p + t for (p, _), t in zip(batch, targets)], return_tensors="pt", padding=True)
+        loss = _completion_loss(model, tokenizer, enc, targets)
+        _step(model, optimizer, loss)
+        if log is not None and (step % 100 == 0 or step == steps - 1):
+            log(f"text-only task step {step}: loss {loss.item():.4f}")
+
+
+def train_cold_start(
+    model, processor, rows, target, *, steps: int, batch_size: int, learning_rate: float, warmup_steps: int, log=None
+):
+    """`steps` teacher-forced AdamW steps on phantom `rows` (cycled in order) under MedVLM-R1's r1 prompt, the
+    completion of each row `target(row)` (EOS added); linear warm-up over `warmup_steps`, then linear decay to 0."""
+    import torch
+
+    from medvlm_trl.data.prompts import build_prompt
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warmup_steps) * max(0.0, 1 - s / steps)
+    )
+    for step in range(steps):
+        batch = [rows[(step * batch_size + j) % len(rows)] for j in range(batch_size)]
+        prompts = [
+            processor.apply_chat_template(
+                build_prompt(r["question"], r["options"], "r1"), tokenize=False, add_generation_prompt=True
+            )
+            for r in batch
+        ]
+        targets = [target(r) + EOS for r in batch]
+        enc = processor(
+            text=[p + t for p, t in zip(prompts, targets)],
+            images=[r["image"] for r in batch],
+            return_tensors="pt",
+            padding=True,
+        )
+        loss = _completion_loss(model, processor.tokenizer, enc, targets)
+        _step(model, optimizer, loss, schedule)
+        if log is not None and (step % 25 == 0 or step == steps - 1):
+            log(f"cold start step {step}: loss {loss.item():.4f}")
+
+
 def build_tiny_base(
     out_dir: str | os.PathLike, seed: int = BASE_SEED, steps: int | None = None, log=None, pretrain_steps=None
 ) -> Path:
@@ -173,7 +237,6 @@ def build_tiny_base(
     from transformers import Qwen2VLForConditionalGeneration
 
     from medvlm_trl.data.phantom import STYLES, make_items
-    from medvlm_trl.data.prompts import build_prompt
     from medvlm_trl.tiny import build_processor, build_tokenizer, greedy_generation_config, qwen2_vl_config
 
     out = Path(out_dir)
@@ -186,20 +249,19 @@ def build_tiny_base(
     _structured_option_embeddings(model, tokenizer)
     tokenizer.padding_side = "right"
     model.train()
-    eos = "<|im_end|>"
 
     # The other task: text-only option lists, a random option named and its letter answered.
     pre = dict(PRETRAIN, **({"steps": pretrain_steps} if pretrain_steps is not None else {}))
     pre_rng = random.Random(seed + pre["seed"])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=pre["learning_rate"], weight_decay=0.0)
-    for step in range(pre["steps"]):
-        batch = [pretrain_example(pre_rng) for _ in range(pre["batch_size"])]
-        targets = [t + eos for _, t in batch]
-        enc = tokenizer([p + t for (p, _), t in zip(batch, targets)], return_tensors="pt", padding=True)
-        loss = _completion_loss(model, tokenizer, enc, targets)
-        _step(model, optimizer, loss)
-        if log is not None and (step % 100 == 0 or step == pre["steps"] - 1):
-            log(f"text-only task step {step}: loss {loss.item():.4f}")
+    train_text_task(
+        model,
+        tokenizer,
+        lambda: pretrain_example(pre_rng),
+        steps=pre["steps"],
+        batch_size=pre["batch_size"],
+        learning_rate=pre["learning_rate"],
+        log=log,
+    )
 
     # The cold start: teacher-forced r1-prompt completions whose finding is a random option.
     settings = dict(COLD_START, **({"steps": steps} if steps is not None else {}))
@@ -207,30 +269,17 @@ def build_tiny_base(
     rows = [r for style in STYLES for r in make_items("coldstart", style, per_style)]
     rng = random.Random(seed)
     rng.shuffle(rows)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings["learning_rate"], weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / settings["warmup_steps"]) * max(0.0, 1 - s / settings["steps"])
+    train_cold_start(
+        model,
+        processor,
+        rows,
+        lambda r: cold_start_target(r, rng),
+        steps=settings["steps"],
+        batch_size=settings["batch_size"],
+        learning_rate=settings["learning_rate"],
+        warmup_steps=settings["warmup_steps"],
+        log=log,
     )
-    bs = settings["batch_size"]
-    for step in range(settings["steps"]):
-        batch = [rows[(step * bs + j) % len(rows)] for j in range(bs)]
-        prompts = [
-            processor.apply_chat_template(
-                build_prompt(r["question"], r["options"], "r1"), tokenize=False, add_generation_prompt=True
-            )
-            for r in batch
-        ]
-        targets = [cold_start_target(r, rng) + eos for r in batch]
-        enc = processor(
-            text=[p + t for p, t in zip(prompts, targets)],
-            images=[r["image"] for r in batch],
-            return_tensors="pt",
-            padding=True,
-        )
-        loss = _completion_loss(model, tokenizer, enc, targets)
-        _step(model, optimizer, loss, schedule)
-        if log is not None and (step % 25 == 0 or step == settings["steps"] - 1):
-            log(f"cold start step {step}: loss {loss.item():.4f}")
     model.eval()
     tokenizer.padding_side = "left"
     model.generation_config = greedy_generation_config(tokenizer)
