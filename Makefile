@@ -33,7 +33,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q -e ".[dev,metrics]"
 	touch $@
 
+# setup also builds the cached tiny base model of the phantom world (medvlm_trl.tiny_base: about 4 minutes, once per
+# cache), so that `make demo` after it runs the demo alone.
 setup: $(VENV)/.installed
+	$(PY) -c "from medvlm_trl.tiny_base import tiny_base_path; print('tiny base model:', tiny_base_path())"
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -56,7 +59,7 @@ demo: setup
 reproduce-table1: setup
 	$(PY) -m medvlm_trl.cli reproduce-table1 --paper $(PAPER) --profile $(PROFILE)
 
-lint: setup
+lint: $(VENV)/.installed
 	$(PY) -m ruff check medvlm_trl tests bench examples
 	$(PY) -m ruff format --check medvlm_trl tests bench examples
 

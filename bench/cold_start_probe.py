@@ -1,29 +1,27 @@
-"""Does a cold start that perceives make GRPO learn? Build a tiny base model whose reasoning names the true finding
-but whose answer ignores it, then measure perception, look-up and strict accuracy per style, before and after GRPO;
+"""Does a cold start that perceives make GRPO learn? Build tiny base models whose reasoning names the true finding
+but whose answer ignores it (the design of `medvlm_trl.tiny_base`, version 3), at several cold-start learning rates,
+seeds and perception warm-ups, then measure perception, look-up and strict accuracy per style, before and after GRPO;
 a printed table and a JSON under `bench/results/`.
 
-Why it exists: issue 15 asks GRPO to raise the phantom world's strict accuracy by 30 points in a 3-minute demo. The
-tiny base model of `medvlm_trl.tiny_base` (version 2) names a *random* option, so GRPO has to learn perception from
-one reward per completion, which `bench/perception_probe.py` shows is too little. This probe tries the other split
-of the work: the cold start teaches the perception itself, with the finding given at every step, and keeps the
-answer at chance. Its target under MedVLM-R1's r1 prompt, for a phantom row whose lesion is large:
+Why it exists: issue 15 asks GRPO to raise the phantom world's strict accuracy by 30 points in a 3-minute demo, which
+needs a base model that reads the image but does not yet connect what it read to the answer. The base's target
+under MedVLM-R1's r1 prompt, for a phantom row whose lesion is large:
 
     <think>Finding: large. {a random option}, option {its letter}.</think><answer>{that letter}</answer>
 
-`Finding: large.` is one token per finding word, `{option}, option {letter}` is `medvlm_trl.tiny_base`'s finding
-token, and the tokenizer, the structured embeddings and the text-only option task are version 2's, except that the
-text task names the same option twice (`Finding: w. w, option L.`, answer `L`): the look-up "which letter stands
-before this option text" that GRPO then has to reconnect to the perceived finding. Reported on 150 held-out rows per
-style, greedy: `format` (the strict tags), `perception` (the first finding is the image's), `look-up` (the answered
-letter is that of the perceived finding's option), `strict` accuracy and the random guess.
+`medvlm_trl.tiny_base` has the stages (the text-only look-up task, the perception warm-up, the cold start); this
+script varies them. Reported on `--eval-rows` held-out rows per style, greedy: `format` (the strict tags),
+`perception` (the first finding is the image's), `look-up` (the answered letter is that of the perceived finding's
+option), `strict` accuracy and the random guess.
 
-    python bench/cold_start_probe.py --lrs 1e-3 3e-3 --seeds 0 1                # the cold start alone
-    python bench/cold_start_probe.py --lrs 3e-3 --seeds 1 --grpo-steps 200 --grpo-seeds 42 43
+    python bench/cold_start_probe.py --lrs 3e-3 --seeds 0 1 2 3                  # the base builds alone
+    python bench/cold_start_probe.py --perception-steps 0 --seeds 0 1            # without the perception warm-up
+    python bench/cold_start_probe.py --seeds 0 --grpo-steps 80 --grpo-seeds 42 43
 
-GRPO runs `medvlm-trl grpo` with the demo's recipe (`recipes/tiny/grpo_phantom.yaml`, 4 questions x 8 completions,
-the paper's format + accuracy rewards) on a phantom folder of the same question types (`build_phantom(types=...)`),
-at `--grpo-lr` (default 3e-4: 1e-3, the recipe's, and 5e-4 collapsed the rollouts onto one completion in the
-experiments of issue 15). Measured results: `bench/results/cold_start_probe_cpu-2core_2026-12-02.md`.
+GRPO runs `medvlm-trl grpo` with the demo's recipe (`recipes/tiny/grpo_phantom.yaml`, the paper's format + accuracy
+rewards) on a phantom folder of the same question types (`build_phantom(types=...)`), at `--grpo-lr` (default: the
+recipe's). Measured results: `bench/results/cold_start_probe_cpu-2core_2026-12-02.md` (its first table was made
+with this script's version 2 design, without the warm-up, at commit 0336028).
 """
 
 from __future__ import annotations
@@ -32,7 +30,6 @@ import argparse
 import datetime
 import json
 import os
-import random
 import re
 import sys
 import tempfile
@@ -41,82 +38,23 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-PERCEIVED = "Finding: {word}."  # one token per finding word
 RECIPE = ROOT / "recipes" / "tiny" / "grpo_phantom.yaml"
 
 
-def target(word: str, option: str, letter: str) -> str:
-    return f"<think>{PERCEIVED.format(word=word)} {option}, option {letter}.</think><answer>{letter}</answer>"
-
-
-def _words() -> list[str]:
-    from medvlm_trl.data.phantom import QUESTION_TYPES
-
-    return [w for _, vocab in QUESTION_TYPES.values() for w in vocab]
-
-
-def _model_and_processor(seed: int):
-    import torch
-    from transformers import Qwen2VLForConditionalGeneration
-
-    from medvlm_trl import tiny_base as tb
-    from medvlm_trl.tiny import build_processor, build_tokenizer, qwen2_vl_config
-
-    tokenizer = build_tokenizer(extra_corpus=tb._phantom_words())
-    perceived = [PERCEIVED.format(word=w) for w in _words()]
-    tokenizer.add_tokens([*tb.TAG_TOKENS, *tb.option_tokens(), *tb.finding_tokens(), *perceived])
-    processor = build_processor(tokenizer, min_pixels=tb.BASE_MIN_PIXELS, max_pixels=tb.BASE_MAX_PIXELS)
-    torch.manual_seed(seed)
-    model = Qwen2VLForConditionalGeneration(qwen2_vl_config(tokenizer, tb.BASE_TEXT_CONFIG, tb.BASE_VISION_CONFIG))
-    tb._structured_option_embeddings(model, tokenizer)
-    ids = [tokenizer(" " + w, add_special_tokens=False)["input_ids"] for w in _words()]
-    tb.compose_embeddings(model, zip(tokenizer.convert_tokens_to_ids(perceived), ids))  # `Finding: large.` ~ large
-    return model, processor
-
-
-def build(out: Path, *, lr: float, steps: int, pretrain_steps: int, types: tuple[str, ...], seed: int) -> float:
-    """Text-only option task, then the perceiving cold start; saves model and processor; returns seconds."""
-    from medvlm_trl import tiny_base as tb
-    from medvlm_trl.data.phantom import QUESTION_TYPES, STYLES, make_items
-    from medvlm_trl.data.prompts import LETTERS, format_options
-    from medvlm_trl.tiny import greedy_generation_config
+def build(out: Path, *, lr: float, steps: int, pretrain_steps: int, perception_steps: int, types, seed: int) -> float:
+    """`medvlm_trl.tiny_base.build_tiny_base` with the probe's settings; returns seconds."""
+    from medvlm_trl.tiny_base import build_tiny_base
 
     start = time.perf_counter()
-    model, processor = _model_and_processor(seed)
-    tokenizer = processor.tokenizer
-    tokenizer.padding_side = "right"
-    model.train()
-    rng = random.Random(seed)
-
-    def example() -> tuple[str, str]:  # the text-only task: one option named twice, its letter answered
-        question, vocab = QUESTION_TYPES[rng.choice(sorted(QUESTION_TYPES))]
-        options = rng.sample(vocab, rng.randint(2, min(len(vocab), len(LETTERS))))
-        i = rng.randrange(len(options))
-        return f"{question}\n{format_options(options)}\n", target(options[i], options[i], LETTERS[i])
-
-    def perceiving(row: dict) -> str:  # the image's finding named, then a guessed option answered
-        j = rng.randrange(len(row["options"]))
-        return target(row["finding"], row["options"][j], LETTERS[j])
-
-    tb.train_text_task(
-        model,
-        tokenizer,
-        example,
-        steps=pretrain_steps,
-        batch_size=tb.PRETRAIN["batch_size"],
-        learning_rate=tb.PRETRAIN["learning_rate"],
+    build_tiny_base(
+        out,
+        seed=seed,
+        steps=steps,
+        pretrain_steps=pretrain_steps,
+        perception_steps=perception_steps,
+        learning_rate=lr,
+        types=types,
     )
-    rows = [r for style in STYLES for r in make_items("coldstart", style, 1000, types=types)]
-    rng.shuffle(rows)
-    warmup, batch_size = tb.COLD_START["warmup_steps"], tb.COLD_START["batch_size"]
-    tb.train_cold_start(
-        model, processor, rows, perceiving, steps=steps, batch_size=batch_size, learning_rate=lr, warmup_steps=warmup
-    )
-    model.eval()
-    tokenizer.padding_side = "left"
-    model.generation_config = greedy_generation_config(tokenizer)
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
     return time.perf_counter() - start
 
 
@@ -163,12 +101,13 @@ def measure(model_dir: Path, types: tuple[str, ...], n: int = 150) -> dict:
     return result
 
 
-def grpo(base: Path, out: Path, data_dir: Path, steps: int, lr: float, seed: int) -> list[tuple[int, float]]:
+def grpo(base: Path, out: Path, data_dir: Path, steps: int, lr: float | None, seed: int) -> list[tuple[int, float]]:
     """`medvlm-trl grpo` with the demo's recipe from `base` on the probe's phantom folder; (step, accuracy reward)."""
     from medvlm_trl.cli import run
 
     argv = ["--config", str(RECIPE), "--model_name_or_path", str(base), "--output_dir", str(out)]
-    argv += ["--data_dir", str(data_dir), "--max_steps", str(steps), "--learning_rate", str(lr), "--seed", str(seed)]
+    argv += ["--data_dir", str(data_dir), "--max_steps", str(steps), "--seed", str(seed)]
+    argv += ["--learning_rate", str(lr)] if lr else []
     if run("grpo", argv + ["--disable_tqdm", "true", "--log_completions", "false"]) != 0:
         raise SystemExit("cold_start_probe: the GRPO run failed")
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
@@ -187,13 +126,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
+    from medvlm_trl import tiny_base as tb
+
     parser.add_argument("--types", nargs="+", default=["size"], help="phantom question types (default: size)")
-    parser.add_argument("--lrs", nargs="+", type=float, default=[1e-3, 3e-3], help="cold-start learning rates")
+    parser.add_argument(
+        "--lrs", nargs="+", type=float, default=[tb.COLD_START["learning_rate"]], help="cold-start learning rates"
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    parser.add_argument("--steps", type=int, default=400, help="cold-start steps (batch 16)")
-    parser.add_argument("--pretrain-steps", type=int, default=600, help="text-only option task steps (batch 32)")
+    parser.add_argument("--steps", type=int, default=tb.COLD_START["steps"], help="cold-start steps (batch 16)")
+    parser.add_argument(
+        "--pretrain-steps", type=int, default=tb.PRETRAIN["steps"], help="text-only option task steps (batch 32)"
+    )
+    parser.add_argument(
+        "--perception-steps", type=int, default=tb.PERCEPTION["steps"], help="perception warm-up steps (0: none)"
+    )
     parser.add_argument("--grpo-steps", type=int, default=0, help="then GRPO steps with the demo's recipe (0: none)")
-    parser.add_argument("--grpo-lr", type=float, default=3e-4)
+    parser.add_argument("--grpo-lr", type=float, default=None, help="GRPO learning rate (default: the recipe's)")
     parser.add_argument(
         "--grpo-seeds", nargs="+", type=int, default=[42], help="one GRPO run per seed (42: the recipe's)"
     )
@@ -213,7 +161,15 @@ def main(argv: list[str] | None = None) -> int:
     for lr in args.lrs:
         for seed in args.seeds:
             base = work / f"base-lr{lr:g}-seed{seed}"
-            seconds = build(base, lr=lr, steps=args.steps, pretrain_steps=args.pretrain_steps, types=types, seed=seed)
+            seconds = build(
+                base,
+                lr=lr,
+                steps=args.steps,
+                pretrain_steps=args.pretrain_steps,
+                perception_steps=args.perception_steps,
+                types=types,
+                seed=seed,
+            )
             run = {"lr": lr, "seed": seed, "build_s": round(seconds), "base": measure(base, types, args.eval_rows)}
             print(_row(f"base lr {lr:g} seed {seed}", run["base"]), flush=True)
             run["grpo"] = []
@@ -229,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
                         "after": after,
                     }
                 )
-                print(_row(f"after GRPO lr {args.grpo_lr:g} seed {grpo_seed}", after), flush=True)
+                print(_row(f"after GRPO seed {grpo_seed}", after), flush=True)
             runs.append(run)
     print(
         f"\nper style: format / perception / look-up / strict accuracy (random guess), %, greedy, {args.eval_rows} rows each\n"
@@ -237,13 +193,14 @@ def main(argv: list[str] | None = None) -> int:
     for run in runs:
         print(_row(f"base, cold-start lr {run['lr']:g}, seed {run['seed']}", run["base"]))
         for g in run["grpo"]:
-            print(_row(f"after {args.grpo_steps} GRPO steps (lr {args.grpo_lr:g}, seed {g['seed']})", g["after"]))
+            print(_row(f"after {args.grpo_steps} GRPO steps (seed {g['seed']})", g["after"]))
     if args.out:
         record = {
             "date": datetime.date.today().isoformat(),
             "types": types,
             "steps": args.steps,
             "pretrain_steps": args.pretrain_steps,
+            "perception_steps": args.perception_steps,
             "grpo_steps": args.grpo_steps,
             "grpo_lr": args.grpo_lr,
             "grpo_seeds": args.grpo_seeds,

@@ -89,28 +89,37 @@ def _curve_callback(rows, processor, every: int, points: list):
     return HeldOutCurve()
 
 
-def run_one(name: str, seed: int, steps: int, every: int, test_rows: list[dict]) -> list[dict]:
-    """One training run; returns its curve points."""
+def run_one(
+    name: str, seed: int, steps: int | None, every: int | None, test_rows: list[dict], data_dir: str | None = None
+) -> list[dict]:
+    """One training run (`steps`: the recipe's `max_steps` if None) on the phantom set (or the one in `data_dir`);
+    returns its curve points, held-out accuracy every `every` steps (None: at the start and the end only)."""
+    import shutil
+
+    import yaml
     from transformers import AutoProcessor
 
     from medvlm_trl.tiny_base import tiny_base_path
 
+    steps = steps or yaml.safe_load(RECIPE.read_text())["max_steps"]
     base = str(tiny_base_path())
     processor = AutoProcessor.from_pretrained(base)
     points: list[dict] = []
-    callback = _curve_callback(test_rows, processor, every, points)
+    callback = _curve_callback(test_rows, processor, every or steps, points)
     out = tempfile.mkdtemp(prefix=f"learning-curve-{name}-")
-    if name.startswith("ours"):
-        preset = name.split("-", 1)[1]
-        argv = ["--config", str(RECIPE), "--model_name_or_path", base, "--output_dir", out, "--seed", str(seed)]
-        argv += ["--max_steps", str(steps), "--loss_preset", preset, "--disable_tqdm", "true"]
-        trainer = _our_trainer(argv)
+    try:
+        if name.startswith("ours"):
+            preset = name.split("-", 1)[1]
+            argv = ["--config", str(RECIPE), "--model_name_or_path", base, "--output_dir", out, "--seed", str(seed)]
+            argv += ["--max_steps", str(steps), "--loss_preset", preset, "--disable_tqdm", "true"]
+            argv += ["--data_dir", data_dir] if data_dir else []
+            trainer = _our_trainer(argv)
+        else:
+            trainer = _plain_trl_trainer(base, out, seed, steps, data_dir)
         trainer.add_callback(callback)
         trainer.train()
-    else:
-        trainer = _plain_trl_trainer(base, out, seed, steps)
-        trainer.add_callback(callback)
-        trainer.train()
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
     return points
 
 
@@ -131,7 +140,7 @@ def _our_trainer(argv: list[str]):
     )
 
 
-def _plain_trl_trainer(base: str, out: str, seed: int, steps: int):
+def _plain_trl_trainer(base: str, out: str, seed: int, steps: int, data_dir: str | None = None):
     """Plain `trl.GRPOTrainer` with our rewards and the recipe's settings (issue 15, test 5c)."""
     import yaml
     from datasets import Dataset
@@ -150,7 +159,7 @@ def _plain_trl_trainer(base: str, out: str, seed: int, steps: int):
             "answer": r["answer"],
             "options": r["options"],
         }
-        for r in load_phantom("train")
+        for r in load_phantom("train", root=data_dir)
     ]
     keys = (
         "beta num_generations temperature max_completion_length per_device_train_batch_size learning_rate "

@@ -10,25 +10,34 @@ question they cannot read near chance. This module makes a model that does the s
    as the sum of its letter's and its text's embeddings (`_structured_option_embeddings`). The tags are tokens of
    their own because the byte-level merges glued the answer letter to the tag before it (`>B`), a token unrelated
    to `B`, which the model then failed to copy;
-2. *another task* first (`PRETRAIN`): text-only option lists without an image, whose completion names a random
-   option and answers its letter, the look-up "which letter stands before this option" in short sequences, where a
-   model this small learns it within a few hundred steps;
-3. a short supervised *cold start* on phantom questions drawn from a seed range of their own (`split="coldstart"`,
-   disjoint from the training and test rows) under MedVLM-R1's r1 prompt, whose targets carry **none of the truth**:
+   Version 3 adds one token per finding the reasoning says it saw (`Finding: large.`, starting as " large");
+2. *another task* first (`PRETRAIN`): text-only option lists without an image, whose completion names one option as
+   the finding, chooses that same option and answers its letter (`Finding: large. large, option B.` ... `B`): the
+   look-up "which letter stands before this option", learned in short sequences within a few hundred steps;
+3. a *perception warm-up* (`PERCEPTION`) on phantom questions drawn from a seed range of their own
+   (`split="coldstart"`, disjoint from the training and test rows) under MedVLM-R1's r1 prompt, whose target is only
+   the start of a completion: `<think>Finding: {the image's finding}.`;
+4. a supervised *cold start* (`COLD_START`) on the same rows, whose target names the image's finding and then
+   chooses an option **at random**, answering its letter:
 
-       <think>Finding: {a random option, e.g. large}, option {its letter}.</think><answer>{its letter}</answer>
+       <think>Finding: large. {a random option}, option {its letter}.</think><answer>{its letter}</answer>
 
-   The option it names is a guess that does not depend on the image, so its answers are right about
-   1 / (number of options) of the time.
+   So the base model reads the image, but its answer does not follow from what it read: right about
+   1 / (number of options) of the time. What GRPO has to learn is the link, choosing the option it saw.
 
-Measured 2026-12-02 on the held-out MRI test rows (experiments of issue 15, 150 rows): greedy format 100%, sampled
-(temperature 1) format 99-100%, and the answered letter is that of the named option in 100% of greedy and 98% of
-sampled answers (version 1 of this build, without step 2 and the tag tokens: 44% and 16%); greedy strict accuracy
-at the random guess. What it does *not* do is read the image: GRPO from it still does not raise held-out accuracy
-(README, "Two commands on a fresh machine", and `bench/perception_probe.py` for the measured reason).
+The registered phantom set asks the lesion-size question only (`medvlm_trl.data.phantom.DEFAULT_TYPES`); the build
+trains on that. Measured 2026-12-02 (`bench/results/cold_start_probe_cpu-2core_2026-12-02.md`), the perception is
+seed-fragile: of the builds tried with this design the warm-up made the reasoning name the image's finding on
+89-98% of held-out MRI rows for seeds 0, 3 (150 warm-up steps) and 2 (300 steps), but not for seed 2 at 150 steps
+(51%) nor seed 4321 at 150, 300 or 600 steps (36%, 73%, 57%). `BASE_SEED` is one that perceived (0: 94.0% on 150
+rows); the build runs on one CPU thread so that every machine takes the same trajectory, and
+`tests/models/test_tiny_base.py` fails loudly if the cached build does not perceive. On the 300 held-out MRI test
+rows the base answers 51.3% strictly (random guess 41.7%): above the guess because its random choice leans a little
+towards the option it saw, the tendency GRPO then strengthens.
 
-`tiny_base_path()` builds it once (about 2 minutes on an idle 2-core machine) and caches it under `MEDVLM_TRL_CACHE`
-like `medvlm_trl.tiny`; `medvlm-trl make-tiny-model OUT --base` saves a copy. Same seed, same thread count, same files.
+`tiny_base_path()` builds it once (about 4 minutes on a 2-core machine) and caches it under `MEDVLM_TRL_CACHE` like
+`medvlm_trl.tiny`; `make setup` builds it, and `medvlm-trl make-tiny-model OUT --base` saves a copy. Same seed, same
+files.
 """
 
 from __future__ import annotations
@@ -39,8 +48,8 @@ from pathlib import Path
 
 from medvlm_trl.tiny import IMAGE_PATCH, MERGE_SIZE
 
-TINY_BASE_VERSION = "2"
-BASE_SEED = 4321
+TINY_BASE_VERSION = "3"
+BASE_SEED = 0
 # Image bounds of the phantom world: 112 x 112 pixels, 4 x 4 merged image tokens.
 BASE_MIN_PIXELS = 16 * (IMAGE_PATCH * MERGE_SIZE) ** 2
 BASE_MAX_PIXELS = 16 * (IMAGE_PATCH * MERGE_SIZE) ** 2
@@ -64,19 +73,35 @@ BASE_VISION_CONFIG = {
     "spatial_merge_size": MERGE_SIZE,
     "temporal_patch_size": 2,
 }
-PRETRAIN = {"steps": 600, "batch_size": 32, "learning_rate": 3e-3, "seed": 7}
-COLD_START = {"rows": 3000, "steps": 200, "batch_size": 16, "learning_rate": 3e-3, "warmup_steps": 20}
+PRETRAIN = {"steps": 600, "batch_size": 32, "learning_rate": 3e-3}
+PERCEPTION = {"steps": 150, "batch_size": 16, "learning_rate": 3e-3, "warmup_steps": 20}
+COLD_START = {
+    "rows": 3000,
+    "steps": 400,
+    "batch_size": 16,
+    "learning_rate": 3e-3,
+    "warmup_steps": 20,
+    "uniform_choice": False,
+}
 TAG_TOKENS = ("<think>", "</think>", "<answer>", "</answer>")
 EOS = "<|im_end|>"  # ends every teacher-forced completion
-THINK_TEMPLATE = "<think>Finding: {finding}, option {letter}.</think><answer>{letter}</answer>"
+PERCEIVED_TOKEN = "Finding: {word}."  # what the reasoning saw, one token per phantom word
+THINK_TEMPLATE = "<think>Finding: {finding}. {option}, option {letter}.</think><answer>{letter}</answer>"
+CHOICE_INDEX = 3  # the `{option}, option {letter}` token is the 4th of a target: <think>, Finding: w., Ġ, choice
 
 
 def cold_start_target(row: dict, rng: random.Random) -> str:
-    """The cold start's completion for one row: a random option named in the think block, its letter answered."""
+    """The cold start's completion for one row: the image's finding, then a random option named and its letter
+    answered (the choice ignores the finding, so the answer is right 1 / (number of options) of the time)."""
     from medvlm_trl.data.prompts import LETTERS
 
     i = rng.randrange(len(row["options"]))
-    return THINK_TEMPLATE.format(finding=row["options"][i], letter=LETTERS[i])
+    return THINK_TEMPLATE.format(finding=row["finding"], option=row["options"][i], letter=LETTERS[i])
+
+
+def perception_target(row: dict) -> str:
+    """The perception warm-up's completion for one row: the start of the think block and the image's finding."""
+    return "<think>" + PERCEIVED_TOKEN.format(word=row["finding"])
 
 
 OPTION_TOKEN = "{letter}) {word}"  # an option line of a prompt, as one token
@@ -102,36 +127,51 @@ def option_tokens() -> list[str]:
 
 
 def finding_tokens() -> list[str]:
-    """Every finding the reasoning names as one token: `small, option A`, ..., `6, option F`."""
+    """Every option choice the reasoning names as one token: `small, option A`, ..., `6, option F`."""
     return [token for token, _, _ in _tokens(FINDING_TOKEN)]
 
 
-def pretrain_example(rng: random.Random) -> tuple[str, str]:
+def perceived_tokens() -> list[str]:
+    """Every finding the reasoning says it saw, as one token: `Finding: small.`, ..., `Finding: 6.`."""
+    return [PERCEIVED_TOKEN.format(word=w) for w in _words()]
+
+
+def pretrain_example(rng: random.Random, types: tuple[str, ...] | None = None) -> tuple[str, str]:
     """One example of the text-only task before the cold start: a question and its option lines (no image, no
-    instructions) and a completion that names a random option and answers its letter."""
+    instructions) and a completion that names one of them as the finding and then chooses that same option and
+    answers its letter: the look-up "which letter stands before this option text"."""
     from medvlm_trl.data.phantom import QUESTION_TYPES
     from medvlm_trl.data.prompts import LETTERS, format_options
 
-    question, vocab = QUESTION_TYPES[rng.choice(sorted(QUESTION_TYPES))]
+    question, vocab = QUESTION_TYPES[rng.choice(sorted(types or QUESTION_TYPES))]
     options = rng.sample(vocab, rng.randint(2, min(len(vocab), len(LETTERS))))
     i = rng.randrange(len(options))
-    return f"{question}\n{format_options(options)}\n", THINK_TEMPLATE.format(finding=options[i], letter=LETTERS[i])
+    target = THINK_TEMPLATE.format(finding=options[i], option=options[i], letter=LETTERS[i])
+    return f"{question}\n{format_options(options)}\n", target
 
 
 def _structured_option_embeddings(model, tokenizer) -> None:
     """Each option and finding token starts as (its letter's vector + its text's vectors), in the input and output
     embeddings, so that `B) large` and `large, option D` share the direction of "large" and `B) large` and
-    `small, option B` that of B."""
+    `small, option B` that of B; each `Finding: large.` starts as " large"."""
     compose_embeddings(
         model,
         [
             (
                 tokenizer.convert_tokens_to_ids(token),
-                tokenizer(letter)["input_ids"] + tokenizer(" " + word, add_special_tokens=False)["input_ids"],
+                tokenizer(letter)["input_ids"] + _word_ids(tokenizer, word),
             )
             for token, letter, word in _tokens(OPTION_TOKEN) + _tokens(FINDING_TOKEN)
+        ]
+        + [
+            (tokenizer.convert_tokens_to_ids(PERCEIVED_TOKEN.format(word=word)), _word_ids(tokenizer, word))
+            for word in _words()
         ],
     )
+
+
+def _word_ids(tokenizer, word: str) -> list[int]:
+    return tokenizer(" " + word, add_special_tokens=False)["input_ids"]
 
 
 def compose_embeddings(model, pieces) -> None:
@@ -146,6 +186,11 @@ def compose_embeddings(model, pieces) -> None:
             head[tid] = head[parts].sum(0) / len(parts) ** 0.5
 
 
+# The tokenizer's training corpus is version 2's, so that its byte-level merges are too (the reasoning's own spellings
+# are added tokens since then).
+_CORPUS_LINE = "<think>Finding: {finding}, option {letter}.</think><answer>{letter}</answer>"
+
+
 def _phantom_words() -> list[str]:
     from medvlm_trl.data.phantom import QUESTION_TYPES
     from medvlm_trl.data.prompts import LETTERS, format_options
@@ -153,7 +198,7 @@ def _phantom_words() -> list[str]:
     lines = []
     for question, vocab in QUESTION_TYPES.values():
         lines.append(f"Case 100001. {question}")
-        lines += [THINK_TEMPLATE.format(finding=v, letter=L) for v, L in zip(vocab, LETTERS)]
+        lines += [_CORPUS_LINE.format(finding=v, letter=L) for v, L in zip(vocab, LETTERS)]
         lines.append(format_options(vocab))
     return lines
 
@@ -195,15 +240,56 @@ def train_text_task(model, tokenizer, example, *, steps: int, batch_size: int, l
             log(f"text-only task step {step}: loss {loss.item():.4f}")
 
 
+def _uniform_choice_loss(model, tokenizer, enc, targets: list[str], rows: list[dict]):
+    """The completion loss of `_completion_loss`, except that the choice token (`CHOICE_INDEX`) is scored by its
+    cross-entropy against the uniform distribution over the row's option choices: the exact "no option preferred"
+    target instead of one sampled option, so no trace of the text task's look-up survives in the base's choice."""
+    import torch
+
+    from medvlm_trl.data.prompts import LETTERS
+
+    logits = model(**enc).logits.float()
+    lengths = enc["attention_mask"].sum(dim=1).tolist()
+    total, count = logits.new_zeros(()), 0
+    for j, (target, row) in enumerate(zip(targets, rows)):
+        n = len(tokenizer(target)["input_ids"])
+        start = lengths[j] - n
+        logp = torch.log_softmax(logits[j, start - 1 : lengths[j] - 1], dim=-1)
+        token_logp = logp.gather(1, enc["input_ids"][j, start : lengths[j], None])[:, 0]
+        choices = tokenizer.convert_tokens_to_ids(
+            [FINDING_TOKEN.format(word=o, letter=LETTERS[i]) for i, o in enumerate(row["options"])]
+        )
+        token_logp = torch.cat(
+            [token_logp[:CHOICE_INDEX], logp[CHOICE_INDEX, choices].mean()[None], token_logp[CHOICE_INDEX + 1 :]]
+        )
+        total, count = total - token_logp.sum(), count + n
+    return total / count
+
+
 def train_cold_start(
-    model, processor, rows, target, *, steps: int, batch_size: int, learning_rate: float, warmup_steps: int, log=None
+    model,
+    processor,
+    rows,
+    target,
+    *,
+    steps: int,
+    batch_size: int,
+    learning_rate: float,
+    warmup_steps: int,
+    end: str = EOS,
+    uniform_choice: bool = False,
+    log=None,
 ):
     """`steps` teacher-forced AdamW steps on phantom `rows` (cycled in order) under MedVLM-R1's r1 prompt, the
-    completion of each row `target(row)` (EOS added); linear warm-up over `warmup_steps`, then linear decay to 0."""
+    completion of each row `target(row)` followed by `end` (EOS; "" for a target that is only the start of a
+    completion); linear warm-up over `warmup_steps`, then linear decay to 0. `uniform_choice`: the choice token is
+    scored against the uniform distribution over the row's options (`_uniform_choice_loss`)."""
     import torch
 
     from medvlm_trl.data.prompts import build_prompt
 
+    if steps == 0:
+        return
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / warmup_steps) * max(0.0, 1 - s / steps)
@@ -216,33 +302,59 @@ def train_cold_start(
             )
             for r in batch
         ]
-        targets = [target(r) + EOS for r in batch]
+        targets = [target(r) + end for r in batch]
         enc = processor(
             text=[p + t for p, t in zip(prompts, targets)],
             images=[r["image"] for r in batch],
             return_tensors="pt",
             padding=True,
         )
-        loss = _completion_loss(model, processor.tokenizer, enc, targets)
+        if uniform_choice:
+            loss = _uniform_choice_loss(model, processor.tokenizer, enc, targets, batch)
+        else:
+            loss = _completion_loss(model, processor.tokenizer, enc, targets)
         _step(model, optimizer, loss, schedule)
         if log is not None and (step % 25 == 0 or step == steps - 1):
             log(f"cold start step {step}: loss {loss.item():.4f}")
 
 
 def build_tiny_base(
-    out_dir: str | os.PathLike, seed: int = BASE_SEED, steps: int | None = None, log=None, pretrain_steps=None
+    out_dir: str | os.PathLike,
+    seed: int = BASE_SEED,
+    steps: int | None = None,
+    log=None,
+    pretrain_steps: int | None = None,
+    perception_steps: int | None = None,
+    learning_rate: float | None = None,
+    types: tuple[str, ...] | None = None,
 ) -> Path:
-    """Build the random tiny Qwen2-VL, run the text-only task and the cold start, save model and processor."""
+    """Build the random tiny Qwen2-VL, run the text-only task, the perception warm-up and the cold start, save model
+    and processor. `steps`, `pretrain_steps` and `perception_steps` change a stage's length (tests shorten them;
+    `perception_steps=0` skips the warm-up), `learning_rate` the cold start's, `types` the phantom question types
+    (default: the registered set's), for `bench/cold_start_probe.py`. The build runs on one
+    CPU thread whatever the machine, so that every machine computes the same sums in the same order and builds the
+    same model (whether the perception clicks depends on the exact trajectory)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _build(Path(out_dir), seed, steps, log, pretrain_steps, perception_steps, learning_rate, types)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _build(out: Path, seed: int, steps, log, pretrain_steps, perception_steps, learning_rate, types) -> Path:
     import torch
     from transformers import Qwen2VLForConditionalGeneration
 
-    from medvlm_trl.data.phantom import STYLES, make_items
+    from medvlm_trl.data.phantom import DEFAULT_TYPES, STYLES, make_items
     from medvlm_trl.tiny import build_processor, build_tokenizer, greedy_generation_config, qwen2_vl_config
 
-    out = Path(out_dir)
+    types = tuple(types or DEFAULT_TYPES)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(extra_corpus=_phantom_words())
-    tokenizer.add_tokens([*TAG_TOKENS, *option_tokens(), *finding_tokens()])
+    tokenizer.add_tokens([*TAG_TOKENS, *option_tokens(), *finding_tokens(), *perceived_tokens()])
     processor = build_processor(tokenizer, min_pixels=BASE_MIN_PIXELS, max_pixels=BASE_MAX_PIXELS)
     torch.manual_seed(seed)
     model = Qwen2VLForConditionalGeneration(qwen2_vl_config(tokenizer, BASE_TEXT_CONFIG, BASE_VISION_CONFIG))
@@ -250,25 +362,39 @@ def build_tiny_base(
     tokenizer.padding_side = "right"
     model.train()
 
-    # The other task: text-only option lists, a random option named and its letter answered.
+    # The other task: text-only option lists; the finding named is chosen again and its letter answered.
     pre = dict(PRETRAIN, **({"steps": pretrain_steps} if pretrain_steps is not None else {}))
-    pre_rng = random.Random(seed + pre["seed"])
+    rng = random.Random(seed)  # one stream for the text task, the row order and the cold start's choices
     train_text_task(
         model,
         tokenizer,
-        lambda: pretrain_example(pre_rng),
+        lambda: pretrain_example(rng, types),
         steps=pre["steps"],
         batch_size=pre["batch_size"],
         learning_rate=pre["learning_rate"],
         log=log,
     )
 
-    # The cold start: teacher-forced r1-prompt completions whose finding is a random option.
-    settings = dict(COLD_START, **({"steps": steps} if steps is not None else {}))
-    per_style = settings["rows"] // len(STYLES)
-    rows = [r for style in STYLES for r in make_items("coldstart", style, per_style)]
-    rng = random.Random(seed)
+    per_style = COLD_START["rows"] // len(STYLES)
+    rows = [r for style in STYLES for r in make_items("coldstart", style, per_style, types=types)]
     rng.shuffle(rows)
+    # The perception warm-up: the r1-prompt completion starts with the image's finding, nothing after it.
+    warm = dict(PERCEPTION, **({"steps": perception_steps} if perception_steps is not None else {}))
+    train_cold_start(
+        model,
+        processor,
+        rows,
+        perception_target,
+        steps=warm["steps"],
+        batch_size=warm["batch_size"],
+        learning_rate=warm["learning_rate"],
+        warmup_steps=warm["warmup_steps"],
+        end="",
+        log=log,
+    )
+    # The cold start: the image's finding, then a choice that ignores it (uniform over the options), its letter.
+    settings = dict(COLD_START, **({"steps": steps} if steps is not None else {}))
+    settings["learning_rate"] = learning_rate or settings["learning_rate"]
     train_cold_start(
         model,
         processor,
@@ -278,6 +404,7 @@ def build_tiny_base(
         batch_size=settings["batch_size"],
         learning_rate=settings["learning_rate"],
         warmup_steps=settings["warmup_steps"],
+        uniform_choice=settings["uniform_choice"],
         log=log,
     )
     model.eval()

@@ -13,7 +13,7 @@ three modalities MedVLM-R1 reports (their contrast, background, noise and textur
 The out-of-domain styles (CT, X-ray) keep the same kind of lesion (lighter than its surroundings) with less contrast
 and more clutter: harder, not alien.
 
-Questions (MedVLM-R1's multiple-choice shape, 2 to 6 options, option order shuffled per item):
+Questions (MedVLM-R1's multiple-choice shape, option order shuffled per item; 2 to 6 options over the three types):
 
 | `question_type` | question                                   | option texts                              |
 |-----------------|--------------------------------------------|-------------------------------------------|
@@ -23,7 +23,10 @@ Questions (MedVLM-R1's multiple-choice shape, 2 to 6 options, option order shuff
 
 Each question starts with the item's case number (`Case 600017. How large is the lesion?`), unique across every
 split. Nothing in the question text tells the answer: the options of an item are its correct finding plus
-distractors drawn from the same list, shuffled.
+distractors drawn from the same list, shuffled. **The registered set asks the `size` question only** (2 or
+3 options): the tiny base model learns to perceive lesion size, not where a lesion is or how many there are (measured
+for issue 15: `bench/results/cold_start_probe_*`). `make_items(types=ALL_TYPES)` and `build_phantom(types=...)` draw
+every type.
 
 **Splits** in MedVLM-R1's shape (`PHANTOM_TRAIN_SIZE` MRI training rows; 300 MRI in-domain and 300 CT and 300 X-ray
 out-of-domain test rows). Every item is drawn from its own seed, `f"phantom-v{version}:{split}:{style}:{index}"`,
@@ -61,7 +64,7 @@ from PIL import Image
 
 from medvlm_trl.data.prompts import LETTERS
 
-PHANTOM_VERSION = "1"
+PHANTOM_VERSION = "1"  # the item seeds; which types the registered set draws is DEFAULT_TYPES
 STYLES = ("MRI", "CT", "X-ray")
 TRAIN_STYLE = "MRI"
 PHANTOM_TRAIN_SIZE = 600
@@ -73,8 +76,12 @@ QUESTION_TYPES = {
     "size": ("How large is the lesion?", ["small", "medium", "large"]),
     "where": ("In which part of the image is the lesion?", ["upper left", "upper right", "lower left", "lower right"]),
 }
-# Which question types each split draws, and in which proportion (cycled in this order).
-DEFAULT_TYPES = ("where", "size", "count")
+# Which question types the registered set draws (cycled in this order): the lesion size only, since the
+# tiny base model (medvlm_trl.tiny_base) learns to perceive it, and not `where` or `count` (issue 15's measurements,
+# bench/results/cold_start_probe_*); every type stays available through `make_items(types=...)` and
+# `build_phantom(types=...)`.
+ALL_TYPES = ("where", "size", "count")
+DEFAULT_TYPES = ("size",)
 SIZE_RADIUS = {"small": 0.045, "medium": 0.085, "large": 0.13}  # lesion radius as a fraction of the image side
 
 
@@ -322,7 +329,7 @@ def phantom_dir() -> Path:
     """The cached phantom set, built on first use (a few seconds), keyed by `PHANTOM_VERSION`."""
     from medvlm_trl.tiny import build_once, cache_dir
 
-    key = hashlib.sha1(f"{PHANTOM_VERSION}-{IMAGE_SIZE}-{PHANTOM_TRAIN_SIZE}".encode()).hexdigest()[:8]
+    key = hashlib.sha1(f"{PHANTOM_VERSION}-{IMAGE_SIZE}-{PHANTOM_TRAIN_SIZE}-{DEFAULT_TYPES}".encode()).hexdigest()[:8]
     return build_once(cache_dir() / f"phantom-v{PHANTOM_VERSION}-{key}", build_phantom, marker="test.jsonl")
 
 
@@ -344,7 +351,7 @@ def phantom_manifests(root: str | os.PathLike | None = None):
     from medvlm_trl.data.audit import audit
     from medvlm_trl.data.manifest import manifest_from_rows
 
-    settings = {"loader": "phantom", "version": PHANTOM_VERSION, "image_size": IMAGE_SIZE}
+    settings = {"loader": "phantom", "version": PHANTOM_VERSION, "image_size": IMAGE_SIZE, "types": list(DEFAULT_TYPES)}
     train_rows, test_rows = load_phantom("train", root=root), load_phantom("test", root=root)
     common = dict(dataset="phantom", name="phantom", settings=settings, hash_images=True)
     train = manifest_from_rows(train_rows, split="train", **common)

@@ -10,6 +10,8 @@ import pytest
 from scipy import ndimage
 
 from medvlm_trl.data.phantom import (
+    ALL_TYPES,
+    DEFAULT_TYPES,
     PHANTOM_TEST_PER_STYLE,
     PHANTOM_TRAIN_SIZE,
     QUESTION_TYPES,
@@ -44,7 +46,7 @@ def _lesions(image, style):
 
 @pytest.mark.parametrize("style", ["MRI", "CT"])
 def test_the_answer_is_what_the_image_shows(style):
-    rows = make_items("test", style, 120)
+    rows = make_items("test", style, 120, types=ALL_TYPES)
     sizes = {"small": [], "medium": [], "large": []}
     for row in rows:
         n, areas, centroids = _lesions(row["image"], style)
@@ -66,7 +68,7 @@ def test_the_answer_is_what_the_image_shows(style):
 
 
 def test_rows_follow_the_contract_and_options_are_shuffled():
-    rows = make_items("train", "MRI", 300)
+    rows = make_items("train", "MRI", 300, types=ALL_TYPES)
     for row in rows:
         check_row(row)
         assert row["question"].endswith(QUESTION_TYPES[row["question_type"]][0])
@@ -78,9 +80,10 @@ def test_rows_follow_the_contract_and_options_are_shuffled():
         assert {r["finding"] for r in rows if r["question_type"] == qtype} == set(vocab)
 
 
+@pytest.mark.parametrize("types", [DEFAULT_TYPES, ALL_TYPES])
 @pytest.mark.parametrize("style", STYLES)
-def test_test_sets_are_letter_balanced_so_a_constant_answer_scores_random_guess(style):
-    rows = make_items("test", style, PHANTOM_TEST_PER_STYLE)
+def test_test_sets_are_letter_balanced_so_a_constant_answer_scores_random_guess(style, types):
+    rows = make_items("test", style, PHANTOM_TEST_PER_STYLE, types=types)
     groups = Counter((len(r["options"]), r["answer"]) for r in rows)
     for k in {len(r["options"]) for r in rows}:
         counts = {groups[(k, letter)] for letter in LETTERS[:k]}
@@ -120,6 +123,7 @@ def test_a_folder_of_fewer_question_types_loads_through_the_registry(tmp_path):
 
 def test_registry_serves_the_medvlm_r1_shaped_splits():
     train = load_rows("phantom", "train")
+    assert {r["question_type"] for r in train} == set(DEFAULT_TYPES) == {"size"}  # version 2: what the base perceives
     assert len(train) == PHANTOM_TRAIN_SIZE and {r["modality"] for r in train} == {"MRI"}
     test = load_rows("phantom", "test")
     assert Counter(r["modality"] for r in test) == {s: PHANTOM_TEST_PER_STYLE for s in STYLES}
