@@ -101,13 +101,18 @@ def measure(model_dir: Path, types: tuple[str, ...], n: int = 150) -> dict:
     return result
 
 
-def grpo(base: Path, out: Path, data_dir: Path, steps: int, lr: float | None, seed: int) -> list[tuple[int, float]]:
+def _recipe_learning_rate() -> float:
+    import yaml
+
+    return float(yaml.safe_load(RECIPE.read_text())["learning_rate"])
+
+
+def grpo(base: Path, out: Path, data_dir: Path, steps: int, lr: float, seed: int) -> list[tuple[int, float]]:
     """`medvlm-trl grpo` with the demo's recipe from `base` on the probe's phantom folder; (step, accuracy reward)."""
     from medvlm_trl.cli import run
 
     argv = ["--config", str(RECIPE), "--model_name_or_path", str(base), "--output_dir", str(out)]
-    argv += ["--data_dir", str(data_dir), "--max_steps", str(steps), "--seed", str(seed)]
-    argv += ["--learning_rate", str(lr)] if lr else []
+    argv += ["--data_dir", str(data_dir), "--max_steps", str(steps), "--learning_rate", str(lr), "--seed", str(seed)]
     if run("grpo", argv + ["--disable_tqdm", "true", "--log_completions", "false"]) != 0:
         raise SystemExit("cold_start_probe: the GRPO run failed")
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
@@ -155,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     types = tuple(args.types)
+    grpo_lr = args.grpo_lr or _recipe_learning_rate()
     work = Path(args.work or tempfile.mkdtemp(prefix="cold_start_probe-"))
     data_dir = build_phantom(work / "phantom", types=types) if args.grpo_steps else None
     runs = []
@@ -175,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             run["grpo"] = []
             for grpo_seed in args.grpo_seeds if args.grpo_steps else []:
                 start, trained = time.perf_counter(), work / f"grpo-{base.name}-seed{grpo_seed}"
-                curve = grpo(base, trained, data_dir, args.grpo_steps, args.grpo_lr, grpo_seed)
+                curve = grpo(base, trained, data_dir, args.grpo_steps, grpo_lr, grpo_seed)
                 after = measure(trained, types, args.eval_rows)
                 run["grpo"].append(
                     {
@@ -185,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
                         "after": after,
                     }
                 )
-                print(_row(f"after GRPO seed {grpo_seed}", after), flush=True)
+                print(_row(f"after GRPO lr {grpo_lr:g} seed {grpo_seed}", after), flush=True)
             runs.append(run)
     print(
         f"\nper style: format / perception / look-up / strict accuracy (random guess), %, greedy, {args.eval_rows} rows each\n"
@@ -193,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     for run in runs:
         print(_row(f"base, cold-start lr {run['lr']:g}, seed {run['seed']}", run["base"]))
         for g in run["grpo"]:
-            print(_row(f"after {args.grpo_steps} GRPO steps (seed {g['seed']})", g["after"]))
+            print(_row(f"after {args.grpo_steps} GRPO steps (lr {grpo_lr:g}, seed {g['seed']})", g["after"]))
     if args.out:
         record = {
             "date": datetime.date.today().isoformat(),
@@ -202,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
             "pretrain_steps": args.pretrain_steps,
             "perception_steps": args.perception_steps,
             "grpo_steps": args.grpo_steps,
-            "grpo_lr": args.grpo_lr,
+            "grpo_lr": grpo_lr,
             "grpo_seeds": args.grpo_seeds,
             "runs": runs,
         }

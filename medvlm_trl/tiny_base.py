@@ -206,11 +206,16 @@ def _phantom_words() -> list[str]:
 def _completion_loss(model, tokenizer, enc, targets: list[str]):
     """Teacher-forced loss on the completions only (right padding: each completion ends its sequence)."""
     labels = enc["input_ids"].clone()
-    lengths = enc["attention_mask"].sum(dim=1).tolist()
-    for j, t in enumerate(targets):
-        labels[j, : lengths[j] - len(tokenizer(t)["input_ids"])] = -100
+    for j, (start, _) in enumerate(_completion_spans(tokenizer, enc, targets)):
+        labels[j, :start] = -100
     labels[enc["attention_mask"] == 0] = -100
     return model(**enc, labels=labels).loss
+
+
+def _completion_spans(tokenizer, enc, targets: list[str]) -> list[tuple[int, int]]:
+    """`(start, end)` of each row's completion in the right-padded batch `enc` (each completion ends its sequence)."""
+    lengths = enc["attention_mask"].sum(dim=1).tolist()
+    return [(end - len(tokenizer(t)["input_ids"]), end) for t, end in zip(targets, lengths)]
 
 
 def _step(model, optimizer, loss, schedule=None) -> None:
@@ -249,20 +254,17 @@ def _uniform_choice_loss(model, tokenizer, enc, targets: list[str], rows: list[d
     from medvlm_trl.data.prompts import LETTERS
 
     logits = model(**enc).logits.float()
-    lengths = enc["attention_mask"].sum(dim=1).tolist()
     total, count = logits.new_zeros(()), 0
-    for j, (target, row) in enumerate(zip(targets, rows)):
-        n = len(tokenizer(target)["input_ids"])
-        start = lengths[j] - n
-        logp = torch.log_softmax(logits[j, start - 1 : lengths[j] - 1], dim=-1)
-        token_logp = logp.gather(1, enc["input_ids"][j, start : lengths[j], None])[:, 0]
+    for j, ((start, end), row) in enumerate(zip(_completion_spans(tokenizer, enc, targets), rows)):
+        logp = torch.log_softmax(logits[j, start - 1 : end - 1], dim=-1)
+        token_logp = logp.gather(1, enc["input_ids"][j, start:end, None])[:, 0]
         choices = tokenizer.convert_tokens_to_ids(
             [FINDING_TOKEN.format(word=o, letter=LETTERS[i]) for i, o in enumerate(row["options"])]
         )
         token_logp = torch.cat(
             [token_logp[:CHOICE_INDEX], logp[CHOICE_INDEX, choices].mean()[None], token_logp[CHOICE_INDEX + 1 :]]
         )
-        total, count = total - token_logp.sum(), count + n
+        total, count = total - token_logp.sum(), count + end - start
     return total / count
 
 
@@ -344,6 +346,11 @@ def build_tiny_base(
         torch.set_num_threads(threads)
 
 
+def _stage(settings: dict, steps: int | None) -> dict:
+    """A stage's settings, with its number of steps changed unless `steps` is None."""
+    return dict(settings, **({} if steps is None else {"steps": steps}))
+
+
 def _build(out: Path, seed: int, steps, log, pretrain_steps, perception_steps, learning_rate, types) -> Path:
     import torch
     from transformers import Qwen2VLForConditionalGeneration
@@ -363,7 +370,7 @@ def _build(out: Path, seed: int, steps, log, pretrain_steps, perception_steps, l
     model.train()
 
     # The other task: text-only option lists; the finding named is chosen again and its letter answered.
-    pre = dict(PRETRAIN, **({"steps": pretrain_steps} if pretrain_steps is not None else {}))
+    pre = _stage(PRETRAIN, pretrain_steps)
     rng = random.Random(seed)  # one stream for the text task, the row order and the cold start's choices
     train_text_task(
         model,
@@ -379,7 +386,7 @@ def _build(out: Path, seed: int, steps, log, pretrain_steps, perception_steps, l
     rows = [r for style in STYLES for r in make_items("coldstart", style, per_style, types=types)]
     rng.shuffle(rows)
     # The perception warm-up: the r1-prompt completion starts with the image's finding, nothing after it.
-    warm = dict(PERCEPTION, **({"steps": perception_steps} if perception_steps is not None else {}))
+    warm = _stage(PERCEPTION, perception_steps)
     train_cold_start(
         model,
         processor,
@@ -392,8 +399,8 @@ def _build(out: Path, seed: int, steps, log, pretrain_steps, perception_steps, l
         end="",
         log=log,
     )
-    # The cold start: the image's finding, then a choice that ignores it (uniform over the options), its letter.
-    settings = dict(COLD_START, **({"steps": steps} if steps is not None else {}))
+    # The cold start: the image's finding, then a random option chosen (it ignores the finding), its letter.
+    settings = _stage(COLD_START, steps)
     settings["learning_rate"] = learning_rate or settings["learning_rate"]
     train_cold_start(
         model,

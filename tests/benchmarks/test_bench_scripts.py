@@ -68,7 +68,8 @@ def test_cold_start_probe_measures_the_base_and_the_grpo_run_per_style(tmp_path)
     are those of an untrained model; what is checked is that every measure is there, in range, for every style."""
     out_file = tmp_path / "probe.json"
     args = ["--steps", "2", "--pretrain-steps", "2", "--lrs", "1e-3", "--seeds", "0", "--eval-rows", "50"]
-    out = run("cold_start_probe.py", *args, "--grpo-steps", "2", "--work", str(tmp_path), "--out", str(out_file))
+    args += ["--perception-steps", "2", "--grpo-steps", "2", "--grpo-lr", "3e-4"]
+    out = run("cold_start_probe.py", *args, "--work", str(tmp_path), "--out", str(out_file))
     assert "| base, cold-start lr 0.001, seed 0 | MRI: " in out
     assert "| after 2 GRPO steps (lr 0.0003, seed 42) | MRI: " in out
     import json
