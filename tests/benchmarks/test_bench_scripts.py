@@ -11,6 +11,7 @@ import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 SCRIPTS = [
+    "answer_breakdown.py",
     "cold_start_probe.py",
     "data_loading.py",
     "eval_throughput.py",
