@@ -14,10 +14,9 @@ Steps, each through the same entry point a paper recipe uses (only the recipe di
    into `reward_curve.png`).
 
 The phantoms are drawings, not scans. What the demo measured is in README ("Two commands on a fresh machine"): on
-2026-12-02 the base model wrote the format and answered at chance, and 100 GRPO steps kept the format but did not
-raise strict accuracy (after training the greedy answers collapse onto one letter, which the letter-balanced test
-scores at exactly the random guess). It shows the loop and its measurements working on data where the answer is in
-the image, not yet that GRPO teaches the tiny model to read it.
+2026-12-02 the base model wrote the format on every test question and answered 51.3% of the MRI ones strictly (random
+guess 41.7%); after the recipe's 80 GRPO steps it answered 70.7% (CT 52.3 -> 65.7, X-ray 50.7 -> 64.3). The run is
+deterministic: the same machine prints the same table.
 """
 
 from __future__ import annotations
