@@ -48,20 +48,16 @@ def breakdown(predictions: list[dict], rows: dict[str, dict]) -> dict[str, Count
         if row is None:
             continue
         options, correct = row["options"], row["answer"]
-        answer = parse_completion(pred["completion"]).answer
-        for key in (f"k={len(options)}, {correct}", "all"):
-            c = groups.setdefault(key, Counter())
-            c["n"] += 1
-            c["correct"] += (answer or "").strip() == correct
-            c[f"answers {(answer or '').strip() or '-'}"] += 1
-            m = PATTERN.search(pred["completion"])
-            if m is None:
-                c["unparsed"] += 1
-                continue
+        answer = (parse_completion(pred["completion"]).answer or "").strip()
+        m = PATTERN.search(pred["completion"])
+        counts = {"n": 1, "correct": answer == correct, f"answers {answer or '-'}": 1, "unparsed": m is None}
+        if m is not None:
             named = m["option"]
-            c["reads"] += m["finding"] == row["finding"]
-            c["names"] += named == m["finding"]
-            c["look-up"] += named in options and LETTERS[options.index(named)] == m["letter"]
+            counts["reads"] = m["finding"] == row["finding"]
+            counts["names"] = named == m["finding"]
+            counts["look-up"] = named in options and LETTERS[options.index(named)] == m["letter"]
+        for key in (f"k={len(options)}, {correct}", "all"):
+            groups.setdefault(key, Counter()).update(counts)
     return groups
 
 
