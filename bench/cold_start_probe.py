@@ -1,5 +1,5 @@
 """Does a cold start that perceives make GRPO learn? Build tiny base models whose reasoning names the true finding
-but whose answer ignores it (the design of `medvlm_trl.tiny_base`, version 3), at several cold-start learning rates,
+but whose answer ignores it (the design of `medvlm_trl.tiny_base`, whichever version it is), at several cold-start learning rates,
 seeds and perception warm-ups, then measure perception, look-up and strict accuracy per style, before and after GRPO;
 a printed table and a JSON under `bench/results/`.
 
@@ -21,7 +21,7 @@ option), `strict` accuracy and the random guess.
 GRPO runs `medvlm-trl grpo` with the demo's recipe (`recipes/tiny/grpo_phantom.yaml`, the paper's format + accuracy
 rewards) on a phantom folder of the same question types (`build_phantom(types=...)`), at `--grpo-lr` (default: the
 recipe's). Measured results: `bench/results/cold_start_probe_cpu-2core_2026-12-02.md` (its first table was made
-with this script's version 2 design, without the warm-up, at commit 0336028).
+with this script's version 2 design, without the warm-up, at commit 0336028; the rest with version 3's).
 """
 
 from __future__ import annotations

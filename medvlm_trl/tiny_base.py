@@ -13,7 +13,8 @@ question they cannot read near chance. This module makes a model that does the s
    Version 3 adds one token per finding the reasoning says it saw (`Finding: large.`, starting as " large");
 2. *another task* first (`PRETRAIN`): text-only option lists without an image, whose completion names one option as
    the finding, chooses that same option and answers its letter (`Finding: large. large, option B.` ... `B`): the
-   look-up "which letter stands before this option", learned in short sequences within a few hundred steps;
+   look-up "which letter stands before this option", learned in short sequences within a few hundred steps. Every
+   letter is the answer equally often (`pretrain_example`);
 3. a *perception warm-up* (`PERCEPTION`) on phantom questions drawn from a seed range of their own
    (`split="coldstart"`, disjoint from the training and test rows) under MedVLM-R1's r1 prompt, whose target is only
    the start of a completion: `<think>Finding: {the image's finding}.`;
@@ -22,20 +23,30 @@ question they cannot read near chance. This module makes a model that does the s
 
        <think>Finding: large. {a random option}, option {its letter}.</think><answer>{its letter}</answer>
 
-   So the base model reads the image, but its answer does not follow from what it read: right about
-   1 / (number of options) of the time. What GRPO has to learn is the link, choosing the option it saw.
+   with the choice token scored against the uniform distribution over the row's options (`uniform_choice`), so the
+   base model reads the image, but its answer does not follow from what it read: right about 1 / (number of options)
+   of the time. What GRPO has to learn is the link, choosing the option it saw.
+
+Version 4 (2026-12-02) changed two things of version 3, each measured (`bench/results/answer_breakdown_*`):
+
+- version 3's text task drew the option count first, so with 2 or 3 options C was the answer of a sixth of its
+  targets; its base and its trained models never answered C on a three-option question (the "C wall": a sixth of
+  the test set answered wrong whatever the image showed). Drawing the letter first makes the look-up exact for every
+  letter (the letter answered is the named option's own on 100% of the MRI test rows, before and after GRPO);
+- version 3's cold start sampled one option as the target's choice, and the base leaned towards the option it saw
+  (51.3% against a random guess of 41.7%). The uniform choice puts the base at the guess (36.0%: greedy decoding
+  breaks the near-ties towards B), so what GRPO adds is measured from chance.
 
 The registered phantom set asks the lesion-size question only (`medvlm_trl.data.phantom.DEFAULT_TYPES`); the build
-trains on that. Measured 2026-12-02 (`bench/results/cold_start_probe_cpu-2core_2026-12-02.md`), the perception is
-seed-fragile: of the builds tried with this design the warm-up made the reasoning name the image's finding on
-89-98% of held-out MRI rows for seeds 0, 3 (150 warm-up steps) and 2 (300 steps), but not for seed 2 at 150 steps
-(51%) nor seed 4321 at 150, 300 or 600 steps (36%, 73%, 57%). `BASE_SEED` is one that perceived (0: 94.0% on 150
-rows); the build runs on one CPU thread so that every machine takes the same trajectory, and
-`tests/models/test_tiny_base.py` fails loudly if the cached build does not perceive. On the 300 held-out MRI test
-rows the base answers 51.3% strictly (random guess 41.7%): above the guess because its random choice leans a little
-towards the option it saw, the tendency GRPO then strengthens.
+trains on that. The perception is seed-fragile (`bench/results/cold_start_probe_cpu-2core_2026-12-02.md`, version 3's
+design): of the builds tried the warm-up made the reasoning name the image's finding on 89-98% of held-out MRI rows
+for seeds 0, 3 (150 warm-up steps) and 2 (300 steps), but not for seed 2 at 150 steps (51%) nor seed 4321 at 150,
+300 or 600 steps (36%, 73%, 57%). `BASE_SEED` 0's version-4 build names the image's finding on 61.7% of the 300
+held-out MRI test rows (greedy; a model that reads nothing names the right one of three words a third of the time),
+and GRPO raises that to 72.3%. The build runs on one CPU thread so that every machine takes the same trajectory, and
+`tests/models/test_tiny_base.py` fails loudly if the cached build does not perceive.
 
-`tiny_base_path()` builds it once (about 4 minutes on a 2-core machine) and caches it under `MEDVLM_TRL_CACHE` like
+`tiny_base_path()` builds it once (about 5 minutes on a 2-core machine) and caches it under `MEDVLM_TRL_CACHE` like
 `medvlm_trl.tiny`; `make setup` builds it, and `medvlm-trl make-tiny-model OUT --base` saves a copy. Same seed, same
 files.
 """
@@ -48,7 +59,7 @@ from pathlib import Path
 
 from medvlm_trl.tiny import IMAGE_PATCH, MERGE_SIZE
 
-TINY_BASE_VERSION = "3"
+TINY_BASE_VERSION = "4"
 BASE_SEED = 0
 # Image bounds of the phantom world: 112 x 112 pixels, 4 x 4 merged image tokens.
 BASE_MIN_PIXELS = 16 * (IMAGE_PATCH * MERGE_SIZE) ** 2
@@ -81,7 +92,7 @@ COLD_START = {
     "batch_size": 16,
     "learning_rate": 3e-3,
     "warmup_steps": 20,
-    "uniform_choice": False,
+    "uniform_choice": True,
 }
 TAG_TOKENS = ("<think>", "</think>", "<answer>", "</answer>")
 EOS = "<|im_end|>"  # ends every teacher-forced completion
@@ -139,13 +150,18 @@ def perceived_tokens() -> list[str]:
 def pretrain_example(rng: random.Random, types: tuple[str, ...] | None = None) -> tuple[str, str]:
     """One example of the text-only task before the cold start: a question and its option lines (no image, no
     instructions) and a completion that names one of them as the finding and then chooses that same option and
-    answers its letter: the look-up "which letter stands before this option text"."""
+    answers its letter: the look-up "which letter stands before this option text".
+
+    The letter is drawn first, uniformly over every letter the type's options can reach, and the number of options
+    then from those that reach it, so every letter is the answer equally often (version 3 drew the option count
+    first: with 2 or 3 options C was a sixth of the answers, and the trained model never answered it)."""
     from medvlm_trl.data.phantom import QUESTION_TYPES
     from medvlm_trl.data.prompts import LETTERS, format_options
 
     question, vocab = QUESTION_TYPES[rng.choice(sorted(types or QUESTION_TYPES))]
-    options = rng.sample(vocab, rng.randint(2, min(len(vocab), len(LETTERS))))
-    i = rng.randrange(len(options))
+    most = min(len(vocab), len(LETTERS))
+    i = rng.randrange(most)
+    options = rng.sample(vocab, rng.randint(max(2, i + 1), most))
     target = THINK_TEMPLATE.format(finding=options[i], option=options[i], letter=LETTERS[i])
     return f"{question}\n{format_options(options)}\n", target
 
