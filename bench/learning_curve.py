@@ -14,6 +14,11 @@ process is recorded too, since the wall time of a shared machine says little.
 
     python bench/learning_curve.py                                   # all three runs, seeds 0 1 2
     python bench/learning_curve.py --runs ours-grpo --seeds 0 --steps 60 --eval-every 30   # a quick look
+    python bench/learning_curve.py --jobs 2                          # two runs at a time, one thread each
+
+Every run trains on one CPU thread (`torch.set_num_threads(1)`), the trajectory `tests/training/
+test_phantom_learning.py` replays; `--jobs N` runs N of them side by side in their own processes, so their wall
+times are those of a machine running N runs.
 """
 
 from __future__ import annotations
@@ -183,6 +188,23 @@ def _plain_trl_trainer(base: str, out: str, seed: int, steps: int, data_dir: str
     )
 
 
+def _mri_test_rows() -> list[dict]:
+    from PIL import Image
+
+    from medvlm_trl.data.phantom import load_phantom
+
+    return [{**r, "image": Image.open(r["image"]).convert("RGB")} for r in load_phantom("test", modality="MRI")]
+
+
+def _one_thread_run(name: str, seed: int, steps: int, every: int, test_rows: list[dict] | None = None) -> list[dict]:
+    """`run_one` on one CPU thread (a worker process loads the test rows itself)."""
+    import torch
+
+    torch.set_num_threads(1)
+    print(f"{name}, seed {seed}: {steps} steps", flush=True)
+    return run_one(name, seed, steps, every, test_rows if test_rows is not None else _mri_test_rows())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=RUNS)
@@ -191,25 +213,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-every", type=int, default=30)
     parser.add_argument("--machine", default="cpu-2core", help="label of the machine, for the results file")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    parser.add_argument("--jobs", type=int, default=1, help="runs side by side, each in its own one-thread process")
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
     import yaml
-    from PIL import Image
 
-    from medvlm_trl.data.phantom import load_phantom
     from medvlm_trl.eval.scoring import random_guess_accuracy
 
     steps = args.steps or yaml.safe_load(RECIPE.read_text())["max_steps"]
-    test_rows = [{**r, "image": Image.open(r["image"]).convert("RGB")} for r in load_phantom("test", modality="MRI")]
+    test_rows = _mri_test_rows()
     chance = random_guess_accuracy(test_rows, by=None)["all"]
-    results = {}
-    for name in args.runs:
-        for seed in args.seeds:
-            print(f"{name}, seed {seed}: {steps} steps", flush=True)
-            results[f"{name}/seed{seed}"] = run_one(name, seed, steps, args.eval_every, test_rows)
+    jobs = [(name, seed) for name in args.runs for seed in args.seeds]
+    if args.jobs > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {job: pool.submit(_one_thread_run, *job, steps, args.eval_every) for job in jobs}
+            results = {f"{name}/seed{seed}": future.result() for (name, seed), future in futures.items()}
+    else:
+        results = {
+            f"{name}/seed{seed}": _one_thread_run(name, seed, steps, args.eval_every, test_rows) for name, seed in jobs
+        }
 
     date = datetime.date.today().isoformat()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    table = [f"# Learning curve in the phantom world ({date}, {args.machine}, load average {load:.1f} at the end)", ""]
+    title = f"# Learning curve in the phantom world ({date}, {args.machine}, {args.jobs} run(s) at a time, load average"
+    table = [f"{title} {load:.1f} at the end)", ""]
     table += [f"Strict MRI accuracy (%) on 300 held-out letter-balanced questions; random guess {chance:.1f}%.", ""]
     table += ["| run | step | accuracy: mean (min-max over seeds) | train wall s (mean) | CPU s (mean) |"]
     table += ["|---|---|---|---|---|"]
