@@ -72,27 +72,29 @@ def _blank_phantom(out: Path) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("run, seed", [("ours-grpo", 0), ("trl-grpo", 0), ("ours-dr_grpo", 2)])
+@pytest.mark.parametrize("run, seed", [("ours-grpo", 0), ("trl-grpo", 0), ("ours-dr_grpo", 1)])
 def test_grpo_raises_held_out_strict_accuracy(curve, mri_test_rows, run, seed):
     """(a) our trainer with GRPO, (c) plain `trl.GRPOTrainer` with our rewards and the same settings, (d) Dr.GRPO: the
-    recipe's 80 steps raise held-out MRI strict accuracy above the base model's and well above the random guess.
-    Measured 2026-12-02 (bench/results/learning_curve_cpu-2core_2026-12-02.md, one thread, seeds 0 1 2; base 51.3%, random guess 41.7%): after 80 steps GRPO
-    68.7 / 51.0 / 60.0 (ours and plain TRL identical point by point), Dr.GRPO 40.0 / 52.0 / 77.7. Each case runs a
-    seed that learned (GRPO seed 0: +17.4 points; Dr.GRPO seed 2: +26.3); the thresholds (+8 over the base, +15 over
-    the guess) sit between those and the seeds that did not learn (-11.3 to +0.7). Issue 15's target, +30 points on
-    every seed, is not met."""
+    recipe's 80 steps raise held-out MRI strict accuracy far above the base model's and the random guess.
+    Measured 2026-12-02 (bench/results/learning_curve_cpu-2core_2026-12-02.md, one thread, seeds 0 1 2; tiny base
+    version 4 at 36.0%, random guess 41.7%): after 80 steps GRPO 69.7 / 68.3 / 67.0 (ours and plain TRL identical
+    point by point: +31.0 to +33.7 over the base, +25.3 to +28.0 over the guess), Dr.GRPO 44.3 / 65.3 / 61.0. Each
+    case runs a seed that learned (GRPO seed 0, Dr.GRPO seed 1: +29.3 over the base); the thresholds (+25 over the
+    base, +18 over the guess) sit between those and the runs that did not learn (Dr.GRPO seed 0, whose answers
+    collapsed: +8.3 and +2.6; the blank-image run below: -0.3 and 0.0). Issue 15's target, +30 points over the base
+    and over the guess, is met over the base by every GRPO seed, not over the guess."""
     points = curve.run_one(run, seed=seed, steps=None, every=None, test_rows=mri_test_rows)
     before, after = points[0]["accuracy"], points[-1]["accuracy"]
-    assert after - before >= 8, (before, after)
-    assert after - _chance(mri_test_rows) >= 15, (after, _chance(mri_test_rows))
+    assert after - before >= 25, (before, after)
+    assert after - _chance(mri_test_rows) >= 18, (after, _chance(mri_test_rows))
 
 
 @pytest.mark.slow
 def test_with_blank_images_grpo_stays_within_ten_points_of_chance(curve, tmp_path):
     """(b) the same run as (a) with every training and test image replaced by one grey square: without the image
     there is nothing to learn but letter habits, which a letter-balanced test scores at the random guess. Measured
-    2026-12-02 (one thread, seed 0): 44.0% before, 41.3% at step 40, 38.0% at step 80, random guess 41.7%; the same
-    seed with the images learned 51.3 -> 68.7."""
+    2026-12-02 (one thread, seed 0, tiny base version 4): 42.0% before, 41.7% after 80 steps, random guess 41.7%; the
+    same seed with the images learned 36.0 -> 69.7."""
     from PIL import Image
 
     from medvlm_trl.data.phantom import load_phantom
