@@ -15,14 +15,9 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-import pytest
+from helpers import AUTHORS_TEST_MANIFEST as REAL_MANIFEST
+from helpers import needs_authors_manifest as needs_real_manifest
 from PIL import Image
-
-REAL_MANIFEST = Path(__file__).resolve().parents[3] / "shared" / "data" / "MRI_CT_XRAY_300each_dataset.json"
-needs_real_manifest = pytest.mark.skipif(
-    not REAL_MANIFEST.is_file(),
-    reason=f"the MedVLM-R1 authors' test file is not beside this clone ({REAL_MANIFEST}); CI has it",
-)
 
 # The fields of a HuatuoGPT-Vision evaluation row; the authors' test file adds `problem` and `solution`.
 HUATUO_FIELDS = ("image", "question", "options", "answer", "dataset", "subset")

@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from helpers import AUTHORS_TEST_MANIFEST, needs_authors_manifest
 from PIL import Image
 
 from medvlm_trl.data.sample import load_sample
@@ -315,9 +316,9 @@ def test_relative_image_paths_are_read_against_the_split_file(tmp_path):
     assert summary["overall"]["n"] == 2
 
 
+@needs_authors_manifest
 def test_a_manifest_without_dataset_and_a_missing_split_are_clear_errors(tmp_path, capsys):
-    manifest = Path(__file__).resolve().parents[3] / "shared" / "data" / "MRI_CT_XRAY_300each_dataset.json"
-    split = _write(tmp_path / "manifest.json", json.loads(manifest.read_text())[:3])
+    split = _write(tmp_path / "manifest.json", json.loads(AUTHORS_TEST_MANIFEST.read_text())[:3])
     assert main(["--model", "m", "--split", str(split), "--out", str(tmp_path / "a")]) == 2
     assert "--dataset huatuo" in capsys.readouterr().err
     assert main(["--model", "m", "--split", str(tmp_path / "none.json"), "--out", str(tmp_path / "b")]) == 2

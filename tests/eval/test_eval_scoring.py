@@ -1,14 +1,13 @@
 """The test-time scoring rules of CONTRACT.md ("Evaluation scoring"), one case per sentence, and the random-guess row."""
 
 import json
-from pathlib import Path
 
 import pytest
+from helpers import AUTHORS_TEST_MANIFEST as MANIFEST
+from helpers import needs_authors_manifest
 
 from medvlm_trl.data.huatuo import row_from_record
 from medvlm_trl.eval import random_guess_accuracy, score_letter, score_strict, score_study
-
-MANIFEST = Path(__file__).resolve().parents[3] / "shared" / "data" / "MRI_CT_XRAY_300each_dataset.json"
 
 
 # score_strict: "1.0 only when the content of the <answer> block, stripped, is exactly the correct letter".
@@ -87,6 +86,7 @@ def test_random_guess_names_a_bad_row():
         random_guess_accuracy([{"id": "r8", "options": ["a", "b"]}])
 
 
+@needs_authors_manifest
 def test_random_guess_on_the_medvlm_r1_test_manifest():
     """MedVLM-R1's Table 1 random-guess row, computed from the authors' released test manifest."""
     # The contract rows the data layer makes of the manifest, as `medvlm-trl eval --dataset huatuo` would read them.
