@@ -33,7 +33,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q -e ".[dev,metrics]"
 	touch $@
 
-# setup also builds the cached tiny base model of the phantom world (medvlm_trl.tiny_base: about 5 minutes, once per
+# setup also builds the cached tiny base model of the phantom world (medvlm_trl.tiny_base: about 4 minutes, once per
 # cache), so that `make demo` after it runs the demo alone.
 setup: $(VENV)/.installed
 	$(PY) -c "from medvlm_trl.tiny_base import tiny_base_path; print('tiny base model:', tiny_base_path())"

@@ -21,7 +21,8 @@ option), `strict` accuracy and the random guess.
 GRPO runs `medvlm-trl grpo` with the demo's recipe (`recipes/tiny/grpo_phantom.yaml`, the paper's format + accuracy
 rewards) on a phantom folder of the same question types (`build_phantom(types=...)`), at `--grpo-lr` (default: the
 recipe's). Measured results: `bench/results/cold_start_probe_cpu-2core_2026-12-02.md` (its first table was made
-with this script's version 2 design, without the warm-up, at commit 0336028; the rest with version 3's).
+with this script's version 2 design, without the warm-up, at commit 0336028; the rest with version 3's) and
+`..._2026-12-03.md` (version 4's design over base seeds and cold-start lengths: how version 5 was chosen).
 """
 
 from __future__ import annotations

@@ -154,12 +154,14 @@ def _sample(model, processor, rows, do_sample):
 
 @pytest.mark.slow
 def test_the_base_writes_the_format_perceives_the_finding_and_answers_near_chance():
-    """The cached build (seed `BASE_SEED`, version 4) on the 300 held-out MRI test rows. Measured 2026-12-02: greedy
-    format 1.00 (sampled 0.99 in GRPO's first rollouts), the reasoning names the image's finding on 61.7%, the answer
-    is the chosen option's letter on 100%, strict accuracy 36.0% against a random guess of 41.7%.
-    The perception threshold (0.5) sits between that build and a model that reads nothing (it names the right one of
-    three words about a third of the time, as the builds of `tiny_base`'s docstring that did not perceive: 36-57%):
-    a machine whose build took another trajectory towards no perception fails here, loudly."""
+    """The cached build (seed `BASE_SEED`, version 5) on the 300 held-out MRI test rows. Measured 2026-12-03 (one
+    thread): sampled format 0.997, greedy 1.00; the reasoning names the image's finding on 96.7%; the letter of the
+    option it chooses is the answer's on 91.0% (the rest choose `small, option B` and answer A); strict accuracy 39.0%
+    against a random guess of 41.7%. The perception threshold (0.8) sits between that build and the builds of
+    `tiny_base`'s docstring that did not perceive (12-62%; a model that reads nothing names the right one of three
+    words about a third of the time): a machine whose build took another trajectory fails here, loudly. The
+    agreement threshold (0.8) sits between 91.0% and what an answer that ignored the choice would give (about 42%).
+    """
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from medvlm_trl.tiny_base import tiny_base_path
@@ -176,6 +178,6 @@ def test_the_base_writes_the_format_perceives_the_finding_and_answers_near_chanc
     assert abs(accuracy - random_guess_accuracy(rows, by=None)["all"]) <= 10
     named = [NAMED.search(c) for c in greedy]
     perceived = sum(m is not None and m.group(1) == r["finding"] for m, r in zip(named, rows)) / len(rows)
-    assert perceived >= 0.5  # its reasoning names what the image shows, well above a third
+    assert perceived >= 0.8  # its reasoning names what the image shows, far above a third
     consistent = sum(m is not None and m.group(3) == m.group(4) for m in named) / len(greedy)
-    assert consistent >= 0.9  # it answers the letter of the option it chose
+    assert consistent >= 0.8  # it answers the letter of the option it chose
