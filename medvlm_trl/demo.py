@@ -14,9 +14,9 @@ Steps, each through the same entry point a paper recipe uses (only the recipe di
    into `reward_curve.png`).
 
 The phantoms are drawings, not scans. What the demo measured is in README ("Two commands on a fresh machine"): on
-2026-12-02 the base model (version 4) wrote the format on every test question and answered 36.0% of the MRI ones
-strictly (random guess 41.7%); after the recipe's 80 GRPO steps it answered 69.7% (CT 36.7 -> 55.7, X-ray
-39.0 -> 63.3), in 2 min 29 s in all on an idle 2-core machine. The run is deterministic: the same machine prints the
+2026-12-03 the base model (version 5) wrote the format on every test question and answered 39.0% of the MRI ones
+strictly (random guess 41.7%); after the recipe's 100 GRPO steps it answered 83.0% (CT 38.7 -> 75.0, X-ray
+38.7 -> 68.3), in 2 min 11 s in all on an idle 2-core machine. The run is deterministic: the same machine prints the
 same table.
 """
 
