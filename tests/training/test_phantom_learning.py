@@ -75,14 +75,14 @@ def _blank_phantom(out: Path) -> Path:
 @pytest.mark.parametrize("run, seed, margin", [("ours-grpo", 1, 30), ("trl-grpo", 1, 30), ("ours-dr_grpo", 2, 20)])
 def test_grpo_raises_held_out_strict_accuracy(curve, mri_test_rows, run, seed, margin):
     """(a) our trainer with GRPO, (c) plain `trl.GRPOTrainer` with our rewards and the same settings, (d) Dr.GRPO: the
-    recipe's 100 steps raise held-out MRI strict accuracy far above the base model's and the random guess.
-    Measured 2026-12-03 (bench/results/learning_curve_cpu-2core_2026-12-03.md, one thread, seeds 0 1 2; tiny base
-    version 5 at 39.0%, random guess 41.7%): after 100 steps GRPO 42.7 / 86.0 / 74.3 (ours and plain TRL identical
-    point by point), Dr.GRPO 51.3 / 62.0 / 68.7. Each case runs a seed that learned: GRPO seed 1, +47.0 over the
-    base and +44.3 over the guess, held to issue 15's margin, 30 points over both; Dr.GRPO seed 2, +29.7 and +27.0,
-    held to 20 over both. The runs that did not learn sit below every threshold: GRPO seed 0 (its rollouts collapsed
-    onto one letter by step 25: +3.7 and +1.0), Dr.GRPO seed 0 (+12.3 and +9.6), the blank-image run below (+4.3 and
-    0.0)."""
+    recipe's 100 steps raise held-out MRI strict accuracy far above the base model's and the random guess. Measured
+    2026-12-03 (bench/results/learning_curve_cpu-2core_2026-12-03.md, one thread, seeds 0 1 2; tiny base version 5
+    at 39.0%, random guess 41.7%): after 100 steps GRPO 42.7 / 86.0 / 74.3 (ours and plain TRL identical point by
+    point), Dr.GRPO 51.3 / 62.0 / 68.7. Each case runs a seed that learned: GRPO seed 1, +47.0 over the base and
+    +44.3 over the guess, held to issue 15's margin, 30 points over both; Dr.GRPO seed 2, +29.7 and +27.0, held to
+    20 over both. The runs that did not learn sit below every threshold: GRPO seed 0 (at 41.7% from step 25 on, what
+    one letter for every question scores: +3.7 and +1.0), Dr.GRPO seed 0 (+12.3 and +9.6), the blank-image run below
+    (+4.3 and 0.0)."""
     points = curve.run_one(run, seed=seed, steps=None, every=None, test_rows=mri_test_rows)
     before, after = points[0]["accuracy"], points[-1]["accuracy"]
     assert after - before >= margin, (before, after)
