@@ -13,11 +13,12 @@ RECIPES = ROOT / "recipes"
 TINY_RECIPES = RECIPES / "tiny"
 # The MedVLM-R1 authors' test manifest, in the shared reference folder beside the checkout.
 AUTHORS_TEST_MANIFEST = ROOT.parent / "shared" / "data" / "MRI_CT_XRAY_300each_dataset.json"
-# The tests that read it skip, saying so, in a clone without the shared folder beside it (CI has it).
-needs_authors_manifest = pytest.mark.skipif(
-    not AUTHORS_TEST_MANIFEST.is_file(),
-    reason=f"the MedVLM-R1 authors' test file is not beside this clone ({AUTHORS_TEST_MANIFEST}); CI has it",
+# The tests that read it skip, saying so, in a clone without the shared folder beside it (CI has it): by this mark,
+# or (in a fixture) by `pytest.skip(AUTHORS_TEST_MANIFEST_MISSING)`.
+AUTHORS_TEST_MANIFEST_MISSING = (
+    f"the MedVLM-R1 authors' test file is not beside this clone ({AUTHORS_TEST_MANIFEST}); CI has it"
 )
+needs_authors_manifest = pytest.mark.skipif(not AUTHORS_TEST_MANIFEST.is_file(), reason=AUTHORS_TEST_MANIFEST_MISSING)
 
 
 def as_str(text: str) -> str:

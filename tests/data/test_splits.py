@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import AUTHORS_TEST_MANIFEST_MISSING
 from PIL import Image
 from test_data_layouts import (
     REAL_MANIFEST,
@@ -53,7 +54,7 @@ PLANTED = {
 @pytest.fixture(scope="module")
 def official(tmp_path_factory):
     if not REAL_MANIFEST.is_file():
-        pytest.skip(f"the MedVLM-R1 authors' test file is not beside this clone ({REAL_MANIFEST}); CI has it")
+        pytest.skip(AUTHORS_TEST_MANIFEST_MISSING)
     folder = tmp_path_factory.mktemp("huatuo_official")
     real = real_records()
     clean = [huatuo_record(f"k{i}", "MRI") for i in range(700)]
