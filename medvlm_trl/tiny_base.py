@@ -108,12 +108,15 @@ THINK_TEMPLATE = "<think>Finding: {finding}. {option}, option {letter}.</think><
 CHOICE_INDEX = 3  # the `{option}, option {letter}` token is the 4th of a target: <think>, Finding: w., Ġ, choice
 
 
-def cold_start_target(row: dict, rng: random.Random) -> str:
+def cold_start_target(row: dict, rng: random.Random, template: str = "r1") -> str:
     """The cold start's completion for one row: the image's finding, then a random option named and its letter
-    answered (the choice ignores the finding, so the answer is right 1 / (number of options) of the time)."""
+    answered (the choice ignores the finding, so the answer is right 1 / (number of options) of the time). Under the
+    `simple` prompt (bench/study_prompt_probe.py) the completion is only that random letter, as the prompt asks."""
     from medvlm_trl.data.prompts import LETTERS
 
     i = rng.randrange(len(row["options"]))
+    if template == "simple":
+        return LETTERS[i]
     return THINK_TEMPLATE.format(finding=row["finding"], option=row["options"][i], letter=LETTERS[i])
 
 
@@ -268,27 +271,35 @@ def train_text_task(model, tokenizer, example, *, steps: int, batch_size: int, l
             log(f"text-only task step {step}: loss {loss.item():.4f}")
 
 
-def _uniform_choice_loss(model, tokenizer, enc, targets: list[str], rows: list[dict]):
-    """The completion loss of `_completion_loss`, except that the choice token (`CHOICE_INDEX`) is scored by its
-    cross-entropy against the uniform distribution over the row's option choices: the exact "no option preferred"
-    target instead of one sampled option, so no trace of the text task's look-up survives in the base's choice."""
+def _uniform_choice_loss(model, tokenizer, enc, targets: list[str], rows: list[dict], templates: list[str]):
+    """The completion loss of `_completion_loss`, except that the choice token is scored by its cross-entropy against
+    the uniform distribution over the row's choices: the exact "no option preferred" target instead of one sampled
+    option, so no trace of the text task's look-up survives in the base's choice. The choice is the reasoning's
+    `{option}, option {letter}` token (`CHOICE_INDEX`), or under the `simple` prompt the bare letter (the first)."""
     import torch
-
-    from medvlm_trl.data.prompts import LETTERS
 
     logits = model(**enc).logits.float()
     total, count = logits.new_zeros(()), 0
-    for j, ((start, end), row) in enumerate(zip(_completion_spans(tokenizer, enc, targets), rows)):
+    for j, ((start, end), row, template) in enumerate(zip(_completion_spans(tokenizer, enc, targets), rows, templates)):
         logp = torch.log_softmax(logits[j, start - 1 : end - 1], dim=-1)
         token_logp = logp.gather(1, enc["input_ids"][j, start:end, None])[:, 0]
-        choices = tokenizer.convert_tokens_to_ids(
-            [FINDING_TOKEN.format(word=o, letter=LETTERS[i]) for i, o in enumerate(row["options"])]
-        )
-        token_logp = torch.cat(
-            [token_logp[:CHOICE_INDEX], logp[CHOICE_INDEX, choices].mean()[None], token_logp[CHOICE_INDEX + 1 :]]
-        )
+        at, choices = _choices(tokenizer, row, template)
+        if int(enc["input_ids"][j, start + at]) not in choices:  # the target and its choice list must agree
+            raise ValueError(f"cold start row {row.get('id')}: token {at} of {targets[j]!r} is not one of its choices")
+        token_logp = torch.cat([token_logp[:at], logp[at, choices].mean()[None], token_logp[at + 1 :]])
         total, count = total - token_logp.sum(), count + end - start
     return total / count
+
+
+def _choices(tokenizer, row: dict, template: str) -> tuple[int, list[int]]:
+    """(index in the completion, token ids) of a row's choice under `template` (see `_uniform_choice_loss`)."""
+    from medvlm_trl.data.prompts import LETTERS
+
+    letters = LETTERS[: len(row["options"])]
+    if template == "simple":
+        return 0, tokenizer.convert_tokens_to_ids(list(letters))
+    tokens = [FINDING_TOKEN.format(word=o, letter=L) for o, L in zip(row["options"], letters)]
+    return CHOICE_INDEX, tokenizer.convert_tokens_to_ids(tokens)
 
 
 def train_cold_start(
@@ -303,12 +314,14 @@ def train_cold_start(
     warmup_steps: int,
     end: str = EOS,
     uniform_choice: bool = False,
+    templates: tuple[str, ...] = ("r1",),
     log=None,
 ):
-    """`steps` teacher-forced AdamW steps on phantom `rows` (cycled in order) under MedVLM-R1's r1 prompt, the
-    completion of each row `target(row)` followed by `end` (EOS; "" for a target that is only the start of a
-    completion); linear warm-up over `warmup_steps`, then linear decay to 0. `uniform_choice`: the choice token is
-    scored against the uniform distribution over the row's options (`_uniform_choice_loss`)."""
+    """`steps` teacher-forced AdamW steps on phantom `rows` (cycled in order), the prompt templates `templates`
+    cycled over them (MedVLM-R1's r1 prompt by default), the completion of each row `target(row, template)` followed
+    by `end` (EOS; "" for a target that is only the start of a completion); linear warm-up over `warmup_steps`, then
+    linear decay to 0. `uniform_choice`: the choice token is scored against the uniform distribution over the row's
+    options (`_uniform_choice_loss`)."""
     import torch
 
     from medvlm_trl.data.prompts import build_prompt
@@ -321,13 +334,14 @@ def train_cold_start(
     )
     for step in range(steps):
         batch = [rows[(step * batch_size + j) % len(rows)] for j in range(batch_size)]
+        kinds = [templates[(step * batch_size + j) % len(templates)] for j in range(batch_size)]
         prompts = [
             processor.apply_chat_template(
-                build_prompt(r["question"], r["options"], "r1"), tokenize=False, add_generation_prompt=True
+                build_prompt(r["question"], r["options"], t), tokenize=False, add_generation_prompt=True
             )
-            for r in batch
+            for r, t in zip(batch, kinds)
         ]
-        targets = [target(r) + end for r in batch]
+        targets = [target(r, t) + end for r, t in zip(batch, kinds)]
         enc = processor(
             text=[p + t for p, t in zip(prompts, targets)],
             images=[r["image"] for r in batch],
@@ -335,7 +349,7 @@ def train_cold_start(
             padding=True,
         )
         if uniform_choice:
-            loss = _uniform_choice_loss(model, processor.tokenizer, enc, targets, batch)
+            loss = _uniform_choice_loss(model, processor.tokenizer, enc, targets, batch, kinds)
         else:
             loss = _completion_loss(model, processor.tokenizer, enc, targets)
         _step(model, optimizer, loss, schedule)
@@ -414,7 +428,7 @@ def _build(out: Path, seed: int, steps, log, pretrain_steps, perception_steps, l
         model,
         processor,
         rows,
-        perception_target,
+        lambda r, _template: perception_target(r),
         steps=warm["steps"],
         batch_size=warm["batch_size"],
         learning_rate=warm["learning_rate"],
@@ -429,7 +443,7 @@ def _build(out: Path, seed: int, steps, log, pretrain_steps, perception_steps, l
         model,
         processor,
         rows,
-        lambda r: cold_start_target(r, rng),
+        lambda r, template: cold_start_target(r, rng, template),
         steps=settings["steps"],
         batch_size=settings["batch_size"],
         learning_rate=settings["learning_rate"],

@@ -40,6 +40,43 @@ def test_cold_start_targets_name_the_finding_then_choose_a_random_option_and_ans
     assert perception_target(row) == f"<think>Finding: {row['finding']}."
 
 
+def test_under_the_simple_prompt_the_cold_start_target_is_the_bare_random_letter():
+    """`bench/study_prompt_probe.py` teaches the simple prompt's bare letter: the same draw as the r1 target's."""
+    row = make_items("coldstart", "MRI", 1, balanced=False)[0]
+    simple = [cold_start_target(row, random.Random(seed), "simple") for seed in range(200)]
+    r1 = [NAMED.search(cold_start_target(row, random.Random(seed))).group(4) for seed in range(200)]
+    assert simple == r1 and set(simple) == set(LETTERS[: len(row["options"])])
+
+
+def test_the_cold_start_takes_turns_between_prompts_and_refuses_a_target_whose_choice_it_cannot_find(tmp_path):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    path = build_tiny_base(tmp_path / "m", steps=0, pretrain_steps=0, perception_steps=0)
+    model = AutoModelForImageTextToText.from_pretrained(path)
+    processor = AutoProcessor.from_pretrained(path)
+    processor.tokenizer.padding_side = "right"
+    rows = make_items("coldstart", "MRI", 4)
+    seen = []
+
+    def target(row, template):
+        seen.append(template)
+        return cold_start_target(row, random.Random(0), template)
+
+    settings = dict(steps=1, batch_size=4, learning_rate=1e-4, warmup_steps=1, uniform_choice=True)
+    train_cold_start(model, processor, rows, target, templates=("r1", "simple"), **settings)
+    assert seen == ["r1", "simple", "r1", "simple"]
+    # a reasoning target under the simple prompt: its first token is `<think>`, not one of the row's letters
+    with pytest.raises(ValueError, match=rf"cold start row {rows[0]['id']}: token 0 of '<think>"):
+        train_cold_start(
+            model,
+            processor,
+            rows,
+            lambda r, _t: cold_start_target(r, random.Random(0)),
+            templates=("simple",),
+            **settings,
+        )
+
+
 def test_the_text_only_task_chooses_the_option_it_names_and_answers_its_letter():
     rng = random.Random(0)
     for _ in range(100):
@@ -116,7 +153,7 @@ def test_the_uniform_choice_keeps_the_choice_a_guess_whatever_the_sampled_target
     processor = AutoProcessor.from_pretrained(path)
     processor.tokenizer.padding_side = "right"
     rows = make_items("coldstart", "MRI", 320)
-    always_a = lambda r: THINK_TEMPLATE.format(finding=r["finding"], option=r["options"][0], letter="A")  # noqa: E731
+    always_a = lambda r, _template: THINK_TEMPLATE.format(finding=r["finding"], option=r["options"][0], letter="A")  # noqa: E731
     torch.manual_seed(0)
     model.train()
     train_cold_start(
