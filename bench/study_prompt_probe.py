@@ -13,16 +13,18 @@ of the base's `A) small` embeddings) and runs a cold start of `--steps` steps (b
 linear decay) on the base's cold-start rows, the three prompts `r1`, `study`, `simple` taking turns row by row: under
 `r1` and `study` the base's own target (`medvlm_trl.tiny_base.cold_start_target`: the image's finding, then a random
 option and its letter), under `simple` the bare random letter; the choice scored against the uniform distribution
-over the row's options (`_uniform_choice_loss`). `--lookup` puts a text-only step between every two image steps:
-32 option lists in the study's rendering without an image, whose completion names one option and answers its letter
-(the base's text task in the study's rendering).
+over the row's options (`_uniform_choice_loss`). The text task in the study's rendering: 32 option lists without an
+image, whose completion names one option and answers its letter (the base's text task, `pretrain_example`);
+`--pretrain-steps N` runs N of its steps first (constant `--lr`), `--lookup` one between every two image steps.
 
 Measured per prompt, greedy, on `--eval-rows` MRI test rows: the strict tags (`format`; the bare letter under
 `simple`), `perception` (the reasoning's finding is the image's), strict accuracy and the guess; and the mean
 accuracy reward of 4 completions sampled at temperature 1 (GRPO's rollouts) on 64 training rows, under `r1` and
 `study`. `--grpo-steps N ...` then runs the study's `grpo_qwen2vl_2b_instruct` row of `make reproduce-table1
-PROFILE=tiny` from the variant (`medvlm_trl.reproduce`, `--max-steps N`) and records its accuracy on the 900 test
-phantoms.
+PROFILE=tiny` (or the `--rows` given) from the variant (`medvlm_trl.reproduce`, `--max-steps N`) and records its
+accuracy on the 900 test phantoms. The adaptation runs on one thread (the same model on every machine); the
+measures and the GRPO rows run in this process on `--threads` (the tiny profile runs its rows in its own process, on
+torch's default), and the GRPO trajectory depends on it.
 
     python bench/study_prompt_probe.py --steps 150 --lr 1e-3 --grpo-steps 60
     python bench/study_prompt_probe.py --steps 200 --lr 1e-3 --lookup --grpo-steps 60 150
@@ -48,8 +50,23 @@ TEMPLATES = ("r1", "study", "simple")
 STUDY_OPTION_TOKEN = "{letter}:{word}"
 
 
-def adapt(base: Path, out: Path, *, steps: int, lr: float, lookup: bool, seed: int = 0) -> float:
+def adapt(
+    base: Path, out: Path, *, steps: int, lr: float, lookup: bool, pretrain_steps: int = 0, seed: int = 0
+) -> float:
     """The variant of the module docstring, saved into `out`; returns seconds."""
+    import torch
+
+    start = time.perf_counter()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the base's build: the same model on every machine
+    try:
+        _adapt(base, out, steps=steps, lr=lr, lookup=lookup, pretrain_steps=pretrain_steps, seed=seed)
+    finally:
+        torch.set_num_threads(threads)
+    return time.perf_counter() - start
+
+
+def _adapt(base: Path, out: Path, *, steps: int, lr: float, lookup: bool, pretrain_steps: int, seed: int) -> None:
     import torch
     from transformers import AutoProcessor, Qwen2VLForConditionalGeneration
 
@@ -57,8 +74,6 @@ def adapt(base: Path, out: Path, *, steps: int, lr: float, lookup: bool, seed: i
     from medvlm_trl.data.phantom import STYLES, make_items
     from medvlm_trl.data.prompts import build_prompt
 
-    start = time.perf_counter()
-    torch.set_num_threads(1)  # as the base's build: the same trajectory on every machine
     processor = AutoProcessor.from_pretrained(base)
     model = Qwen2VLForConditionalGeneration.from_pretrained(base, dtype=torch.float32)
     tok = processor.tokenizer
@@ -78,6 +93,10 @@ def adapt(base: Path, out: Path, *, steps: int, lr: float, lookup: bool, seed: i
     rng.shuffle(rows)
     tok.padding_side = "right"
     model.train()
+    if pretrain_steps:
+        tb.train_text_task(
+            model, tok, lambda: _study_text_example(rng), steps=pretrain_steps, batch_size=32, learning_rate=lr
+        )
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 10) * max(0.0, 1 - s / steps))
     batch_size = 16
@@ -108,7 +127,6 @@ def adapt(base: Path, out: Path, *, steps: int, lr: float, lookup: bool, seed: i
     tok.padding_side = "left"
     model.save_pretrained(out)
     processor.save_pretrained(out)
-    return time.perf_counter() - start
 
 
 def _study_text_example(rng: random.Random) -> tuple[str, str]:
@@ -179,19 +197,20 @@ def measure(model_dir: Path, n: int) -> dict:
     return result
 
 
-def study_grpo(model_dir: Path, work: Path, steps: int) -> dict:
-    """The study's `grpo_qwen2vl_2b_instruct` row of the tiny profile from `model_dir`, `--max-steps steps`: its
-    accuracy (%) per style and over the 900 test phantoms, and the seconds it took."""
+def grpo_row(model_dir: Path, work: Path, steps: int, paper_row: str) -> dict:
+    """A GRPO row (`paper/row`, e.g. the study's `rl_medvqa/grpo_qwen2vl_2b_instruct`) of the tiny profile from
+    `model_dir`, `--max-steps steps`: its accuracy (%) per style and over the 900 test phantoms, and the seconds it
+    took."""
     from medvlm_trl import tiny_base
     from medvlm_trl.reproduce.runner import main as reproduce
 
-    row = "grpo_qwen2vl_2b_instruct"
-    out = work / f"table-{steps}"
+    paper, row = paper_row.split("/")
+    out = work / f"{paper}-{steps}"
     original = tiny_base.tiny_base_path
     tiny_base.tiny_base_path = lambda: model_dir  # the profile's `tiny:base`, resolved in this process
     start = time.perf_counter()
     try:
-        argv = ["--paper", "rl_medvqa", "--profile", "tiny", "--output-dir", str(out), "--rows", row]
+        argv = ["--paper", paper, "--profile", "tiny", "--output-dir", str(out), "--rows", row]
         if reproduce([*argv, "--max-steps", str(steps), "--force"]) != 0:
             raise SystemExit(f"study_prompt_probe: the {row} row failed")
     finally:
@@ -199,7 +218,7 @@ def study_grpo(model_dir: Path, work: Path, steps: int) -> dict:
     summary = json.loads((out / "results" / row / "summary.json").read_text())
     accuracy = {m: round(v["accuracy"], 2) for m, v in summary["modalities"].items()}
     accuracy["overall"] = round(summary["overall"]["accuracy"], 2)
-    return {"steps": steps, "seconds": round(time.perf_counter() - start), "accuracy": accuracy}
+    return {"row": paper_row, "steps": steps, "seconds": round(time.perf_counter() - start), "accuracy": accuracy}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -209,32 +228,57 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=150, help="adaptation steps (0: measure the base model itself)")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--lookup", action="store_true", help="a text-only study-rendering step between image steps")
+    parser.add_argument(
+        "--pretrain-steps", type=int, default=0, help="text-only study-rendering steps before the cold start (lr --lr)"
+    )
     parser.add_argument("--eval-rows", type=int, default=150)
     parser.add_argument("--grpo-steps", type=int, nargs="*", default=[])
+    parser.add_argument(
+        "--rows",
+        nargs="+",
+        default=["rl_medvqa/grpo_qwen2vl_2b_instruct"],
+        help="GRPO rows to run (paper/row; MedVLM-R1's is medvlm_r1/grpo_qwen2vl_2b)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads for the measures and the GRPO rows, which run in this process (default: torch's)",
+    )
     parser.add_argument("--work", default=None, help="folder for the models and runs (default: a temporary one)")
     parser.add_argument("--out", default=None, help="write the record here (JSON)")
     args = parser.parse_args(argv)
 
+    import torch
+
     from medvlm_trl.tiny_base import TINY_BASE_VERSION, tiny_base_path
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     work = Path(args.work or tempfile.mkdtemp(prefix="study-prompt-probe-"))
     base = tiny_base_path()
     name = f"base v{TINY_BASE_VERSION}" + (
-        f" + {args.steps} steps lr {args.lr:g}" + (" + look-up" if args.lookup else "") if args.steps else ""
+        (f" + {args.pretrain_steps} text-only study steps" if args.pretrain_steps else "")
+        + (f" + {args.steps} steps lr {args.lr:g}" + (" + look-up" if args.lookup else "") if args.steps else "")
     )
     model, seconds = base, 0.0
     if args.steps:
         model = work / "model"
-        seconds = adapt(base, model, steps=args.steps, lr=args.lr, lookup=args.lookup)
+        seconds = adapt(
+            base, model, steps=args.steps, lr=args.lr, lookup=args.lookup, pretrain_steps=args.pretrain_steps
+        )
     record = {
         "date": datetime.date.today().isoformat(),
         "variant": name,
         "adapt_seconds": round(seconds),
+        "threads": torch.get_num_threads(),
         "measure": measure(model, args.eval_rows),
-        "grpo": [study_grpo(model, work, s) for s in args.grpo_steps],
+        "grpo": [grpo_row(model, work, s, r) for r in args.rows for s in args.grpo_steps],
     }
     m = record["measure"]
-    print(f"{name} (adapted in {seconds:.0f} s); greedy on {args.eval_rows} MRI test rows, guess {m['random']}")
+    print(
+        f"{name} (adapted in {seconds:.0f} s, one thread; measured on {torch.get_num_threads()}); greedy on {args.eval_rows} MRI test rows, guess {m['random']}"
+    )
     print("| prompt | format | perception | strict | sampled accuracy reward |")
     print("|---|---:|---:|---:|---:|")
     for t in TEMPLATES:
@@ -242,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
             f"| {t} | {m[t]['format']} | {m[t]['perception']} | {m[t]['strict']} | {m[t].get('sampled reward', '-')} |"
         )
     for g in record["grpo"]:
-        print(f"study GRPO row, {g['steps']} steps ({g['seconds']} s, train and eval): {g['accuracy']}")
+        print(f"{g['row']}, {g['steps']} steps ({g['seconds']} s, train and eval): {g['accuracy']}")
     if args.out:
         Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
     return 0

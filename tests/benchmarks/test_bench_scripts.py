@@ -19,6 +19,7 @@ SCRIPTS = [
     "learning_curve.py",
     "perception_probe.py",
     "reward_throughput.py",
+    "study_prompt_probe.py",
 ]
 
 
@@ -83,6 +84,32 @@ def test_cold_start_probe_measures_the_base_and_the_grpo_run_per_style(tmp_path)
         for style in result.values():
             assert all(0 <= style[m] <= 100 for m in ("format", "perception", "look-up", "strict"))
             assert style["random"] == pytest.approx(100 * (1 / 2 + 1 / 3) / 2, abs=3)  # size: 2 or 3 options
+
+
+@pytest.mark.slow
+def test_study_prompt_probe_adapts_the_base_to_the_study_options_and_runs_the_study_grpo_row(tmp_path):
+    """Two adaptation steps (one of them the study-rendering text task), one step of the text task first, and one
+    GRPO step of the study's tiny-profile row: the numbers are those of a barely changed model; what is checked is
+    that the study's options became tokens of their own and every measure is there, in range."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    out_file = tmp_path / "probe.json"
+    args = ["--steps", "2", "--pretrain-steps", "1", "--lookup", "--eval-rows", "20", "--grpo-steps", "1"]
+    out = run("study_prompt_probe.py", *args, "--threads", "2", "--work", str(tmp_path), "--out", str(out_file))
+    assert "+ 1 text-only study steps + 2 steps lr 0.001 + look-up" in out
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "model")
+    assert tokenizer.tokenize("A:small , B:large") == ["A:small", "Ġ,", "Ġ", "B:large"]
+    record = json.loads(out_file.read_text())
+    assert record["threads"] == 2
+    for template in ("r1", "study", "simple"):
+        assert all(0 <= record["measure"][template][m] <= 100 for m in ("format", "perception", "strict"))
+    assert all(0 <= record["measure"][t]["sampled reward"] <= 1 for t in ("r1", "study"))
+    (grpo,) = record["grpo"]
+    assert grpo["row"] == "rl_medvqa/grpo_qwen2vl_2b_instruct" and grpo["steps"] == 1
+    assert set(grpo["accuracy"]) == {"MRI", "CT", "X-ray", "overall"}
+    assert all(0 <= v <= 100 for v in grpo["accuracy"].values())
 
 
 @pytest.mark.slow
