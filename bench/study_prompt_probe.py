@@ -72,7 +72,6 @@ def _adapt(base: Path, out: Path, *, steps: int, lr: float, lookup: bool, pretra
 
     from medvlm_trl import tiny_base as tb
     from medvlm_trl.data.phantom import STYLES, make_items
-    from medvlm_trl.data.prompts import build_prompt
 
     processor = AutoProcessor.from_pretrained(base)
     model = Qwen2VLForConditionalGeneration.from_pretrained(base, dtype=torch.float32)
@@ -100,6 +99,7 @@ def _adapt(base: Path, out: Path, *, steps: int, lr: float, lookup: bool, pretra
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 10) * max(0.0, 1 - s / steps))
     batch_size = 16
+    target = lambda r, t: tb.cold_start_target(r, rng, t)  # noqa: E731
     for step in range(steps):
         if lookup and step % 2 == 1:
             pairs = [_study_text_example(rng) for _ in range(32)]
@@ -109,20 +109,8 @@ def _adapt(base: Path, out: Path, *, steps: int, lr: float, lookup: bool, pretra
             continue
         batch = [rows[(step * batch_size + j) % len(rows)] for j in range(batch_size)]
         kinds = [TEMPLATES[(step * batch_size + j) % len(TEMPLATES)] for j in range(batch_size)]
-        prompts = [
-            processor.apply_chat_template(
-                build_prompt(r["question"], r["options"], t), tokenize=False, add_generation_prompt=True
-            )
-            for r, t in zip(batch, kinds)
-        ]
-        targets = [tb.cold_start_target(r, rng, t) + tb.EOS for r, t in zip(batch, kinds)]
-        enc = processor(
-            text=[p + t for p, t in zip(prompts, targets)],
-            images=[r["image"] for r in batch],
-            return_tensors="pt",
-            padding=True,
-        )
-        tb._step(model, optimizer, tb._uniform_choice_loss(model, tok, enc, targets, batch, kinds), schedule)
+        loss = tb.cold_start_loss(model, processor, batch, kinds, target, uniform_choice=True)
+        tb._step(model, optimizer, loss, schedule)
     model.eval()
     tok.padding_side = "left"
     model.save_pretrained(out)

@@ -302,6 +302,30 @@ def _choices(tokenizer, row: dict, template: str) -> tuple[int, list[int]]:
     return CHOICE_INDEX, tokenizer.convert_tokens_to_ids(tokens)
 
 
+def cold_start_loss(model, processor, batch, kinds, target, *, end: str = EOS, uniform_choice: bool = False):
+    """The loss of one cold-start batch: each row of `batch` under its prompt template of `kinds`, its completion
+    `target(row, template)` followed by `end`; with `uniform_choice` the choice token scored against the uniform
+    distribution over the row's options (`_uniform_choice_loss`)."""
+    from medvlm_trl.data.prompts import build_prompt
+
+    prompts = [
+        processor.apply_chat_template(
+            build_prompt(r["question"], r["options"], t), tokenize=False, add_generation_prompt=True
+        )
+        for r, t in zip(batch, kinds)
+    ]
+    targets = [target(r, t) + end for r, t in zip(batch, kinds)]
+    enc = processor(
+        text=[p + t for p, t in zip(prompts, targets)],
+        images=[r["image"] for r in batch],
+        return_tensors="pt",
+        padding=True,
+    )
+    if uniform_choice:
+        return _uniform_choice_loss(model, processor.tokenizer, enc, targets, batch, kinds)
+    return _completion_loss(model, processor.tokenizer, enc, targets)
+
+
 def train_cold_start(
     model,
     processor,
@@ -324,8 +348,6 @@ def train_cold_start(
     options (`_uniform_choice_loss`)."""
     import torch
 
-    from medvlm_trl.data.prompts import build_prompt
-
     if steps == 0:
         return
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
@@ -335,23 +357,7 @@ def train_cold_start(
     for step in range(steps):
         batch = [rows[(step * batch_size + j) % len(rows)] for j in range(batch_size)]
         kinds = [templates[(step * batch_size + j) % len(templates)] for j in range(batch_size)]
-        prompts = [
-            processor.apply_chat_template(
-                build_prompt(r["question"], r["options"], t), tokenize=False, add_generation_prompt=True
-            )
-            for r, t in zip(batch, kinds)
-        ]
-        targets = [target(r, t) + end for r, t in zip(batch, kinds)]
-        enc = processor(
-            text=[p + t for p, t in zip(prompts, targets)],
-            images=[r["image"] for r in batch],
-            return_tensors="pt",
-            padding=True,
-        )
-        if uniform_choice:
-            loss = _uniform_choice_loss(model, processor.tokenizer, enc, targets, batch, kinds)
-        else:
-            loss = _completion_loss(model, processor.tokenizer, enc, targets)
+        loss = cold_start_loss(model, processor, batch, kinds, target, end=end, uniform_choice=uniform_choice)
         _step(model, optimizer, loss, schedule)
         if log is not None and (step % 25 == 0 or step == steps - 1):
             log(f"cold start step {step}: loss {loss.item():.4f}")
